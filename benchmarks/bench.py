@@ -1,0 +1,1072 @@
+#!/usr/bin/env python3
+"""Benchmark Freehold (3-of-5 over five local directories) against restic and BorgBackup.
+
+Generates reproducible data sets, backs them up with each system into fresh repositories on the same
+disk, restores and verifies byte for byte, and prints a table of medians plus the machine's own limit
+(single-core speed of each building block and the pipeline limit they imply).
+
+Run ``python benchmarks/bench.py --help`` for the options. Exits non-zero if any restore fails
+verification or any measured command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # third-party: present in the project's venv; --help works without them
+    import blake3
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+except ImportError:  # pragma: no cover - handled in main()
+    blake3 = None  # type: ignore[assignment]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORK = REPO_ROOT / "bench-work"
+DEFAULT_FREEHOLD = REPO_ROOT / ".venv" / "bin" / "freehold"
+VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+MB = 1_000_000  # throughput figures use decimal MB/s and GB
+GB = 1_000_000_000
+
+ALL_SYSTEMS = ("freehold", "restic", "borg")
+ALL_SETS = ("random", "tree")
+GENERATOR_VERSION = 1  # bump when the data generators change, to invalidate reused data
+K, N = 3, 5  # Freehold's erasure code for this benchmark
+PASSPHRASE = "freehold-benchmark-passphrase"
+BLOCK = 4 * MIB
+
+# ----------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loud(msg: str) -> None:
+    bar = "!" * 100
+    print(f"{bar}\n!!! {msg}\n{bar}", file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def rmtree(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes of disk blocks used under ``path``, like ``du -s --block-size=1`` (hard links once)."""
+    if not path.exists():
+        return 0
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            total += st.st_blocks * 512
+    total += os.lstat(path).st_blocks * 512
+    return total
+
+
+def hash_file(path: Path) -> str:
+    h = blake3.blake3()
+    with open(path, "rb") as f:
+        while True:
+            buf = f.read(BLOCK)
+            if not buf:
+                break
+            h.update(buf)
+    return h.hexdigest()
+
+
+def tool_version(cmd: Sequence[str]) -> str:
+    try:
+        p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+    out = (p.stdout or p.stderr).strip().splitlines()
+    return out[0] if out and p.returncode == 0 else "unknown"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Installing the anchors
+
+
+class Installer:
+    """``apt-get install -y``, running ``apt-get update`` once if a first install fails."""
+
+    def __init__(self) -> None:
+        self.updated = False
+
+    def _apt(self, *args: str) -> bool:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        try:
+            p = subprocess.run(["apt-get", *args], env=env, capture_output=True, text=True, timeout=1800)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log(f"apt-get {' '.join(args)} failed: {exc}")
+            return False
+        if p.returncode != 0:
+            tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+            log(f"apt-get {' '.join(args)} exited {p.returncode}: {tail}")
+        return p.returncode == 0
+
+    def ensure(self, binary: str, package: str) -> str | None:
+        found = shutil.which(binary)
+        if found:
+            return found
+        log(f"{binary} not found: apt-get install -y {package}")
+        ok = self._apt("install", "-y", package)
+        if not ok and not self.updated:
+            self.updated = True
+            log("install failed: running apt-get update once and retrying")
+            self._apt("update")
+            ok = self._apt("install", "-y", package)
+        return shutil.which(binary) if ok else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running and measuring commands
+
+
+@dataclass
+class Measure:
+    wall_s: float
+    cpu_s: float
+    user_s: float
+    sys_s: float
+    max_rss_kib: int
+
+
+class CommandFailed(Exception):
+    pass
+
+
+class Runner:
+    """Runs a command, measuring wall (perf_counter), CPU and peak RSS (GNU time, else rusage)."""
+
+    def __init__(self, time_bin: str | None, timeout: float) -> None:
+        self.time_bin = time_bin
+        self.timeout = timeout
+
+    def run(
+        self, cmd: Sequence[str], *, env: dict[str, str], cwd: Path, logdir: Path, label: str
+    ) -> tuple[Measure, str]:
+        """Run ``cmd``; return its measure and stdout. Raises CommandFailed on a non-zero exit."""
+        logdir.mkdir(parents=True, exist_ok=True)
+        out_path, err_path, time_path = (logdir / f"{label}.{ext}" for ext in ("out", "err", "time"))
+        full = [self.time_bin, "-v", "-o", str(time_path), *cmd] if self.time_bin else list(cmd)
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        try:
+            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                p = subprocess.run(
+                    full,
+                    env=env,
+                    cwd=cwd,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    timeout=self.timeout,
+                )
+        except subprocess.TimeoutExpired as exc:
+            raise CommandFailed(f"{label}: timed out after {self.timeout:.0f} s: {shlex.join(cmd)}") from exc
+        except OSError as exc:
+            raise CommandFailed(f"{label}: cannot run {shlex.join(cmd)}: {exc}") from exc
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stdout = out_path.read_text(errors="replace")
+        if p.returncode != 0:
+            tail = "\n    ".join(err_path.read_text(errors="replace").strip().splitlines()[-8:])
+            raise CommandFailed(f"{label}: exit {p.returncode}: {shlex.join(cmd)}\n    {tail}")
+        if self.time_bin:
+            m = self._parse_gnu_time(time_path, wall)
+        else:
+            user = r1.ru_utime - r0.ru_utime
+            sys_ = r1.ru_stime - r0.ru_stime
+            # ru_maxrss of RUSAGE_CHILDREN is the largest of all children so far: an upper bound.
+            m = Measure(wall, user + sys_, user, sys_, int(r1.ru_maxrss))
+        return m, stdout
+
+    @staticmethod
+    def _parse_gnu_time(path: Path, wall: float) -> Measure:
+        user = sys_ = 0.0
+        rss = 0
+        for line in path.read_text(errors="replace").splitlines():
+            key, _, value = line.strip().rpartition(": ")
+            if key == "User time (seconds)":
+                user = float(value)
+            elif key == "System time (seconds)":
+                sys_ = float(value)
+            elif key == "Maximum resident set size (kbytes)":
+                rss = int(value)
+        return Measure(wall, user + sys_, user, sys_, rss)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data generation
+
+
+@dataclass
+class DataSet:
+    name: str
+    root: Path
+    files: dict[str, tuple[int, str]]  # relative path -> (size, blake3 hex)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for size, _ in self.files.values())
+
+
+def keystream(seed: int, label: str) -> Callable[[int], bytes]:
+    """Deterministic incompressible bytes: AES-256-CTR keystream keyed from the seed and a label."""
+    key = blake3.blake3(f"freehold-bench/{seed}/{label}".encode()).digest()
+    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    zeros = bytes(BLOCK)
+
+    def take(n: int) -> bytes:
+        out = bytearray()
+        while n > 0:
+            step = min(n, BLOCK)
+            out += enc.update(zeros[:step])
+            n -= step
+        return bytes(out)
+
+    return take
+
+
+def gen_random(root: Path, seed: int, scale: float) -> dict[str, tuple[int, str]]:
+    total = max(4, int(GIB * scale))
+    files: dict[str, tuple[int, str]] = {}
+    for i in range(4):
+        size = total // 4 + (1 if i < total % 4 else 0)
+        rel = f"random-{i}.bin"
+        take = keystream(seed, f"random-{i}")
+        h = blake3.blake3()
+        with open(root / rel, "wb") as f:
+            left = size
+            while left:
+                buf = take(min(left, BLOCK))
+                h.update(buf)
+                f.write(buf)
+                left -= len(buf)
+        files[rel] = (size, h.hexdigest())
+    return files
+
+
+def vocabulary() -> tuple[list[str], list[float]]:
+    """A fixed vocabulary of 4,096 pseudo-words (independent of --seed) with Zipf-like weights."""
+    rng = random.Random(0xF4EE)
+    onsets = ["", "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr"]
+    vowels = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
+    codas = ["", "", "n", "r", "s", "t", "l", "nd", "ck"]
+    words: set[str] = set()
+    while len(words) < 4096:
+        n = rng.choice((1, 1, 2, 2, 2, 3, 3, 4))
+        words.add("".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(n)))
+    ordered = sorted(words)
+    rng.shuffle(ordered)
+    cum: list[float] = []
+    acc = 0.0
+    for rank in range(len(ordered)):
+        acc += 1.0 / (rank + 1)
+        cum.append(acc)
+    return ordered, cum
+
+
+def gen_tree(root: Path, seed: int, scale: float) -> dict[str, tuple[int, str]]:
+    count = max(1, round(20_000 * scale))
+    rng = random.Random(f"freehold-bench/{seed}/tree")
+    vocab, cum = vocabulary()
+    files: dict[str, tuple[int, str]] = {}
+    idx = 0
+    leaf = 0
+    while idx < count:
+        # ~20 files per directory, 2 or 3 levels deep: dNNN/sNN[/tN]
+        parts = [f"d{leaf // 40:03d}", f"s{(leaf // 4) % 10:02d}"]
+        if rng.random() < 0.5:
+            parts.append(f"t{leaf % 4}")
+        leaf += 1
+        d = root.joinpath(*parts)
+        d.mkdir(parents=True, exist_ok=True)
+        for _ in range(min(count - idx, rng.randint(12, 28))):
+            size = min(MIB, int(rng.lognormvariate(math.log(5 * KIB), 1.0)))
+            kind = rng.random()
+            if kind < 0.80:  # text
+                words = rng.choices(vocab, cum_weights=cum, k=size // 5 + 16)
+                text = "\n".join(" ".join(words[i : i + 11]) for i in range(0, len(words), 11))
+                data = text.encode()[:size]
+                ext = "txt"
+            elif kind < 0.90:  # incompressible binary
+                data = rng.randbytes(size)
+                ext = "bin"
+            else:  # structured binary: records with small fields (compressible)
+                rec = bytearray()
+                while len(rec) < size:
+                    rec += (
+                        rng.getrandbits(16).to_bytes(4, "little") + bytes(4) + rng.randbytes(2) + b"\x00\xff"
+                    )
+                data = bytes(rec[:size])
+                ext = "dat"
+            rel = "/".join([*parts, f"f{idx:06d}.{ext}"])
+            (root / rel).write_bytes(data)
+            files[rel] = (len(data), blake3.blake3(data).hexdigest())
+            idx += 1
+    return files
+
+
+GENERATORS: dict[str, Callable[[Path, int, float], dict[str, tuple[int, str]]]] = {
+    "random": gen_random,
+    "tree": gen_tree,
+}
+
+
+def prepare_set(name: str, data_dir: Path, seed: int, scale: float) -> DataSet:
+    """Generate a data set, or reuse it if its manifest matches the seed, scale and generator."""
+    root = data_dir / name
+    manifest_path = data_dir / f"{name}.manifest.json"
+    want = {"generator": GENERATOR_VERSION, "set": name, "seed": seed, "scale": scale}
+    if manifest_path.exists() and root.is_dir():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if {k: manifest.get(k) for k in want} == want:
+                files = {rel: (int(s), str(h)) for rel, (s, h, _m) in manifest["files"].items()}
+                stats_ok = all(
+                    (st := (root / rel).stat()).st_size == s and st.st_mtime_ns == mt
+                    for rel, (s, _h, mt) in manifest["files"].items()
+                )
+                present = sum(len(fs) for _, _, fs in os.walk(root))
+                if stats_ok and present == len(files):
+                    log(f"data set {name}: reusing {root} ({len(files)} files, seed {seed}, scale {scale})")
+                    return DataSet(name, root, files)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        log(f"data set {name}: manifest does not match, regenerating")
+    rmtree(root)
+    manifest_path.unlink(missing_ok=True)
+    root.mkdir(parents=True)
+    t0 = time.perf_counter()
+    files = GENERATORS[name](root, seed, scale)
+    ds = DataSet(name, root, files)
+    log(
+        f"data set {name}: generated {len(files)} files, {ds.total_bytes / MB:.1f} MB "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    manifest = dict(want)
+    manifest["files"] = {rel: [s, h, (root / rel).stat().st_mtime_ns] for rel, (s, h) in files.items()}
+    manifest_path.write_text(json.dumps(manifest))
+    return ds
+
+
+# ----------------------------------------------------------------------------------------------------
+# Verification
+
+
+def locate_restored_root(target: Path, ds: DataSet) -> Path | None:
+    """Find where a tool put the data set inside its restore target."""
+    sample = min(ds.files)
+    candidates = [target / ds.root.relative_to(ds.root.anchor), target / ds.root.name, target]
+    for c in candidates:
+        if (c / sample).is_file():
+            return c
+    for dirpath, _dirs, _files in os.walk(target):
+        if (Path(dirpath) / sample).is_file():
+            return Path(dirpath)
+    return None
+
+
+def verify_restore(target: Path, ds: DataSet) -> list[str]:
+    """Compare a restore with the source manifest; return a list of problems (empty if identical)."""
+    root = locate_restored_root(target, ds)
+    if root is None:
+        return [f"restored data not found under {target}"]
+    problems: list[str] = []
+    seen: set[str] = set()
+    for dirpath, _dirs, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            seen.add(rel)
+            want = ds.files.get(rel)
+            if want is None:
+                problems.append(f"extra file {rel}")
+                continue
+            size = path.stat().st_size
+            if size != want[0]:
+                problems.append(f"size mismatch {rel}: {size} != {want[0]}")
+            elif hash_file(path) != want[1]:
+                problems.append(f"content mismatch {rel}")
+    problems.extend(f"missing file {rel}" for rel in sorted(set(ds.files) - seen))
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------------
+# Systems
+
+
+@dataclass
+class RunResult:
+    backup: Measure
+    restore: Measure
+    unchanged: Measure
+    stored_bytes: int
+    per_provider_bytes: list[int] = field(default_factory=list)
+    local_state_bytes: int = 0
+    verified: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+class System:
+    name = ""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def run_once(self, ds: DataSet, rundir: Path) -> RunResult:
+        raise NotImplementedError
+
+    def _run(
+        self, cmd: Sequence[str], env: dict[str, str], rundir: Path, label: str, cwd: Path | None = None
+    ) -> tuple[Measure, str]:
+        return self.runner.run(cmd, env=env, cwd=cwd or rundir, logdir=rundir / "logs", label=label)
+
+
+class Freehold(System):
+    name = "freehold"
+
+    def __init__(self, runner: Runner, cmd: list[str]) -> None:
+        super().__init__(runner)
+        self.cmd = cmd
+
+    def version(self) -> str:
+        return tool_version([*self.cmd, "--version"])
+
+    def check(self) -> str | None:
+        """Return None if the CLI answers ``--help``, else the reason it is unusable."""
+        try:
+            p = subprocess.run(
+                [*self.cmd, "--help"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{shlex.join(self.cmd)} --help: {exc}"
+        if p.returncode != 0:
+            tail = " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+            return f"{shlex.join(self.cmd)} --help exited {p.returncode}: {tail}"
+        return None
+
+    def run_once(self, ds: DataSet, rundir: Path) -> RunResult:
+        home = rundir / "home"
+        providers = [rundir / f"p{i}" for i in range(1, N + 1)]
+        for p in providers:
+            p.mkdir(parents=True)
+        env = dict(os.environ, FREEHOLD_HOME=str(home), FREEHOLD_PASSPHRASE=PASSPHRASE)
+        urls = [p.resolve().as_uri() for p in providers]
+        self._run([*self.cmd, "init", "--k", str(K), "--n", str(N), *urls], env, rundir, "init")
+        backup, out = self._run([*self.cmd, "backup", str(ds.root)], env, rundir, "backup")
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        if not lines:
+            raise CommandFailed("freehold backup printed no snapshot id on stdout")
+        snapshot = lines[-1]
+        per_provider = [disk_usage(p) for p in providers]
+        target = rundir / "restore"
+        target.mkdir()
+        restore, _ = self._run(
+            [*self.cmd, "restore", snapshot, "--target", str(target)], env, rundir, "restore"
+        )
+        problems = verify_restore(target, ds)
+        unchanged, _ = self._run([*self.cmd, "backup", str(ds.root)], env, rundir, "backup2")
+        return RunResult(
+            backup,
+            restore,
+            unchanged,
+            sum(per_provider),
+            per_provider,
+            disk_usage(home),
+            not problems,
+            problems,
+        )
+
+
+class Restic(System):
+    name = "restic"
+
+    def __init__(self, runner: Runner, binary: str) -> None:
+        super().__init__(runner)
+        self.binary = binary
+
+    def version(self) -> str:
+        return tool_version([self.binary, "version"])
+
+    def run_once(self, ds: DataSet, rundir: Path) -> RunResult:
+        repo, cache = rundir / "repo", rundir / "cache"
+        env = dict(os.environ, RESTIC_PASSWORD=PASSPHRASE, RESTIC_CACHE_DIR=str(cache))
+        r = [self.binary, "--repo", str(repo)]
+        self._run([*r, "init"], env, rundir, "init")
+        backup, _ = self._run([*r, "backup", "--no-cache", str(ds.root)], env, rundir, "backup")
+        stored = disk_usage(repo)
+        # Untimed: fill the metadata cache (index, trees) as a user's machine would have it.
+        self._run([*r, "ls", "latest"], env, rundir, "warm-cache")
+        target = rundir / "restore"
+        target.mkdir()
+        restore, _ = self._run([*r, "restore", "latest", "--target", str(target)], env, rundir, "restore")
+        problems = verify_restore(target, ds)
+        unchanged, _ = self._run([*r, "backup", str(ds.root)], env, rundir, "backup2")
+        return RunResult(backup, restore, unchanged, stored, [], disk_usage(cache), not problems, problems)
+
+
+class Borg(System):
+    name = "borg"
+
+    def __init__(self, runner: Runner, binary: str) -> None:
+        super().__init__(runner)
+        self.binary = binary
+
+    def version(self) -> str:
+        return tool_version([self.binary, "--version"])
+
+    def run_once(self, ds: DataSet, rundir: Path) -> RunResult:
+        repo, base = rundir / "repo", rundir / "borg-base"
+        env = dict(
+            os.environ,
+            BORG_PASSPHRASE=PASSPHRASE,
+            BORG_BASE_DIR=str(base),
+            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
+            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
+        )
+        self._run([self.binary, "init", "--encryption", "repokey", str(repo)], env, rundir, "init")
+        backup, _ = self._run(
+            [self.binary, "create", f"{repo}::bench-1", str(ds.root)], env, rundir, "backup"
+        )
+        stored = disk_usage(repo)
+        target = rundir / "restore"
+        target.mkdir()
+        restore, _ = self._run(
+            [self.binary, "extract", f"{repo}::bench-1"], env, rundir, "restore", cwd=target
+        )
+        problems = verify_restore(target, ds)
+        unchanged, _ = self._run(
+            [self.binary, "create", f"{repo}::bench-2", str(ds.root)], env, rundir, "backup2"
+        )
+        return RunResult(backup, restore, unchanged, stored, [], disk_usage(base), not problems, problems)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The machine's own limit
+
+
+def _throughput(nbytes: int, fn: Callable[[], None], passes: int = 3) -> float:
+    """Median bytes/s of ``fn`` over a few passes (after one warm-up call)."""
+    fn()
+    speeds = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        fn()
+        speeds.append(nbytes / (time.perf_counter() - t0))
+    return statistics.median(speeds)
+
+
+def machine_limit(work: Path, cores: int) -> dict[str, Any]:
+    import pyfastcdc
+    import zfec
+    import zstandard
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    size = 64 * MIB
+    data = keystream(0, "machine")(size)
+    pieces = [data[i : i + MIB] for i in range(0, size, MIB)]
+    blocks: dict[str, float] = {}
+    notes: dict[str, str] = {}
+
+    cdc = pyfastcdc.FastCDC(MIB, min_size=256 * KIB, max_size=4 * MIB)
+    cdc_impl = type(cdc).__module__
+    notes["pyfastcdc"] = f"{pyfastcdc.__version__} ({cdc_impl})"
+    if ".cy" not in cdc_impl:
+        loud(f"pyfastcdc loaded its pure-Python fallback ({cdc_impl}): chunker speed is not representative")
+
+    def chunk() -> None:
+        for _ in cdc.cut_buf(data):
+            pass
+
+    blocks["pyfastcdc (avg 1M, min 256K, max 4M)"] = _throughput(size, chunk)
+
+    key = bytes(range(32))
+
+    def keyed_hash() -> None:
+        for p in pieces:
+            blake3.blake3(p, key=key).digest()
+
+    blocks["BLAKE3 keyed (1 MiB)"] = _throughput(size, keyed_hash)
+
+    zc = zstandard.ZstdCompressor(level=3)
+
+    def compress() -> None:
+        for p in pieces:
+            zc.compress(p)
+
+    blocks["zstd level 3 (random, 1 MiB)"] = _throughput(size, compress)
+
+    aead = AESGCM(os.urandom(32))
+    counter = iter(range(1 << 62))
+
+    def seal() -> None:
+        for p in pieces:
+            aead.encrypt(next(counter).to_bytes(12, "big"), p, None)
+
+    blocks["AES-256-GCM (1 MiB)"] = _throughput(size, seal)
+
+    encoder = zfec.Encoder(K, N)
+    share = -(-MIB // K)
+    stripes = [tuple(p[j * share : (j + 1) * share].ljust(share, b"\0") for j in range(K)) for p in pieces]
+
+    def erasure() -> None:
+        for s in stripes:
+            encoder.encode(s)
+
+    blocks[f"zfec {K}-of-{N} encode (1 MiB stripes)"] = _throughput(size, erasure)
+    cpu_blocks = dict(blocks)
+
+    disk_dir = work / "disk-test"
+    rmtree(disk_dir)
+    disk_dir.mkdir(parents=True)
+    file_size, disk_total = 16 * MIB, 256 * MIB
+    buf = keystream(0, "disk")(file_size)
+
+    def write_fsync() -> None:
+        for i in range(disk_total // file_size):
+            fd = os.open(disk_dir / f"w{i:02d}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    try:
+        write_fsync()  # warm-up: allocate the files once
+        t0 = time.perf_counter()
+        write_fsync()
+        disk = disk_total / (time.perf_counter() - t0)
+    finally:
+        rmtree(disk_dir)
+    blocks["disk write + fsync (16 MiB files)"] = disk
+
+    cpu_limit = cores / sum(1.0 / s for s in cpu_blocks.values())
+    disk_limit = disk * K / N
+    return {
+        "data_bytes": size,
+        "blocks_bytes_per_s": blocks,
+        "cpu_stages": list(cpu_blocks),
+        "notes": notes,
+        "cores": cores,
+        "cpu_limit_bytes_per_s": cpu_limit,
+        "disk_limit_bytes_per_s": disk_limit,
+        "pipeline_limit_bytes_per_s": min(cpu_limit, disk_limit),
+    }
+
+
+def format_machine(m: dict[str, Any]) -> str:
+    rows: list[tuple[str, float, str]] = [
+        (name, speed, "") for name, speed in m["blocks_bytes_per_s"].items()
+    ]
+    rows += [
+        (f"CPU stages: {m['cores']} cores / sum(1/speed)", m["cpu_limit_bytes_per_s"], " of input"),
+        (f"disk write x k/n ({K}/{N})", m["disk_limit_bytes_per_s"], " of input"),
+        (f"=> implied {K}-of-{N} backup pipeline limit", m["pipeline_limit_bytes_per_s"], " of input"),
+    ]
+    lines = [f"Machine limit (single core, {m['data_bytes'] // MIB} MiB of random data, median of 3 passes):"]
+    lines += [f"  {name:<44} {speed / MB:>8,.0f} MB/s{suffix}" for name, speed, suffix in rows]
+    if m.get("notes"):
+        lines.append("  " + "; ".join(f"{k} {v}" for k, v in m["notes"].items()))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Summaries and the table
+
+
+def summarise(runs: list[RunResult], input_bytes: int) -> dict[str, Any]:
+    def med(get: Callable[[RunResult], float]) -> float | None:
+        return median([get(r) for r in runs])
+
+    bk_wall, rs_wall = med(lambda r: r.backup.wall_s), med(lambda r: r.restore.wall_s)
+    bk_cpu, rs_cpu = med(lambda r: r.backup.cpu_s), med(lambda r: r.restore.cpu_s)
+    gb = input_bytes / GB
+    providers = [
+        median([r.per_provider_bytes[i] for r in runs]) for i in range(len(runs[0].per_provider_bytes))
+    ]
+    return {
+        "repeats": len(runs),
+        "input_bytes": input_bytes,
+        "backup_wall_s": bk_wall,
+        "backup_mb_s": input_bytes / MB / bk_wall if bk_wall else None,
+        "restore_wall_s": rs_wall,
+        "restore_mb_s": input_bytes / MB / rs_wall if rs_wall else None,
+        "unchanged_wall_s": med(lambda r: r.unchanged.wall_s),
+        "unchanged_cpu_s": med(lambda r: r.unchanged.cpu_s),
+        "backup_cpu_s": bk_cpu,
+        "backup_cpu_s_per_gb": bk_cpu / gb if bk_cpu is not None and gb else None,
+        "restore_cpu_s": rs_cpu,
+        "restore_cpu_s_per_gb": rs_cpu / gb if rs_cpu is not None and gb else None,
+        "backup_peak_rss_mib": med(lambda r: r.backup.max_rss_kib / KIB),
+        "restore_peak_rss_mib": med(lambda r: r.restore.max_rss_kib / KIB),
+        "unchanged_peak_rss_mib": med(lambda r: r.unchanged.max_rss_kib / KIB),
+        "stored_bytes": med(lambda r: r.stored_bytes),
+        "per_provider_bytes": providers,
+        "local_state_bytes": med(lambda r: r.local_state_bytes),
+    }
+
+
+def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for set_name, systems in summary.items():
+        fh = systems.get("freehold")
+        if not fh:
+            continue
+        for anchor in ("borg", "restic"):
+            other = systems.get(anchor)
+            if not other:
+                continue
+            entry = out.setdefault(set_name, {})[f"freehold/{anchor}"] = {}
+            for key in ("backup_mb_s", "restore_mb_s"):
+                a, b = fh.get(key), other.get(key)
+                entry[key] = a / b if a and b else None
+            a, b = fh.get("unchanged_wall_s"), other.get("unchanged_wall_s")
+            entry["unchanged_speedup"] = b / a if a and b else None
+    return out
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(
+    summary: dict[str, dict[str, dict[str, Any]]], rat: dict[str, Any], versions: dict[str, str], repeat: int
+) -> str:
+    cols = [
+        ("set", 7, "<"),
+        ("system", 9, "<"),
+        ("input MB", 9, ">"),
+        ("backup MB/s", 11, ">"),
+        ("restore MB/s", 12, ">"),
+        ("unchanged s", 11, ">"),
+        ("bk CPU s/GB", 11, ">"),
+        ("rs CPU s/GB", 11, ">"),
+        ("bk RSS MiB", 10, ">"),
+        ("rs RSS MiB", 10, ">"),
+        ("stored MB", 10, ">"),
+        ("stored/in", 9, ">"),
+    ]
+    lines = [
+        f"Freehold benchmark: medians of {repeat} run(s), fresh repositories on one disk; MB = 10^6 bytes.",
+        f"NOTE: Freehold {K}-of-{N} stores n/k = {N}/{K} = {N / K:.2f} copies' worth across {N} providers;",
+        "restic and borg keep one copy (no redundancy). Throughput = input bytes / wall seconds.",
+        "Peak RSS is the largest single process of each command's tree (GNU time / rusage).",
+        "Versions: " + "; ".join(versions.values()),
+        "",
+    ]
+    header = "  ".join(f"{name:{align}{width}}" for name, width, align in cols)
+    lines += [header, "-" * len(header)]
+    for set_name, systems in summary.items():
+        for system, s in systems.items():
+            if s.get("failed"):
+                row = [set_name, system, "FAILED: " + s["failed"].splitlines()[0][:80]]
+                lines.append(f"{row[0]:<7}  {row[1]:<9}  {row[2]}")
+                continue
+            stored_ratio = s["stored_bytes"] / s["input_bytes"] if s["input_bytes"] else None
+            values = [
+                set_name,
+                system,
+                fmt(s["input_bytes"] / MB, ",.1f"),
+                fmt(s["backup_mb_s"], ",.1f"),
+                fmt(s["restore_mb_s"], ",.1f"),
+                fmt(s["unchanged_wall_s"], ",.2f"),
+                fmt(s["backup_cpu_s_per_gb"], ",.1f"),
+                fmt(s["restore_cpu_s_per_gb"], ",.1f"),
+                fmt(s["backup_peak_rss_mib"], ",.0f"),
+                fmt(s["restore_peak_rss_mib"], ",.0f"),
+                fmt(s["stored_bytes"] / MB, ",.1f"),
+                fmt(stored_ratio, ".2f"),
+            ]
+            lines.append(
+                "  ".join(f"{v:{align}{width}}" for v, (_n, width, align) in zip(values, cols, strict=True))
+            )
+            if s["per_provider_bytes"]:
+                per = ", ".join(f"p{i + 1} {b / MB:,.1f}" for i, b in enumerate(s["per_provider_bytes"]))
+                lines.append(f"{'':<7}  {'':<9}  per provider MB: {per}")
+    if rat:
+        lines += ["", "Ratios (Freehold / anchor; >1 means Freehold is faster):"]
+        for set_name, pairs in rat.items():
+            for pair, r in pairs.items():
+                lines.append(
+                    f"  {set_name:<7} {pair:<16} backup {fmt(r['backup_mb_s'], '.2f'):>6}   "
+                    f"restore {fmt(r['restore_mb_s'], '.2f'):>6}   "
+                    f"unchanged (anchor s / freehold s) {fmt(r['unchanged_speedup'], '.2f'):>6}"
+                )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [x for x in items if x not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(allowed)} (got {text!r})")
+        return list(dict.fromkeys(items))
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument(
+        "--scale", type=float, default=1.0, help="data size factor (1.0 = 1 GiB random, 20k files)"
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    ap.add_argument(
+        "--systems", type=parse_list(ALL_SYSTEMS), default=",".join(ALL_SYSTEMS), help="comma list"
+    )
+    ap.add_argument("--sets", type=parse_list(ALL_SETS), default=",".join(ALL_SETS), help="comma list")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="work dir for data and repositories")
+    ap.add_argument("--keep", action="store_true", help="keep repositories and restores at the end")
+    ap.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    ap.add_argument(
+        "--freehold-cmd", default=str(DEFAULT_FREEHOLD), help="Freehold CLI command (split like a shell)"
+    )
+    ap.add_argument(
+        "--cores", type=int, default=len(os.sched_getaffinity(0)), help="cores in the pipeline limit"
+    )
+    ap.add_argument("--timeout", type=float, default=7200.0, help="seconds allowed per command")
+    ap.add_argument("--skip-machine", action="store_true", help="skip the machine-limit measurements")
+    args = ap.parse_args(argv)
+    if args.scale <= 0 or args.repeat < 1 or args.cores < 1:
+        ap.error("--scale must be > 0, --repeat and --cores >= 1")
+    return args
+
+
+@contextlib.contextmanager
+def section(title: str) -> Iterator[None]:
+    log(f"== {title}")
+    t0 = time.perf_counter()
+    yield
+    log(f"== {title}: done in {time.perf_counter() - t0:.1f} s")
+
+
+def ensure_dependencies() -> None:
+    """Re-run under the project's venv if this interpreter lacks blake3/cryptography/zfec/..."""
+    try:
+        import cryptography  # noqa: F401
+        import pyfastcdc  # noqa: F401
+        import zfec  # noqa: F401
+        import zstandard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        if blake3 is not None:
+            return
+    if VENV_PYTHON.exists() and Path(sys.executable).resolve() != VENV_PYTHON.resolve():
+        log(f"missing Python dependencies here: re-running with {VENV_PYTHON}")
+        os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
+    sys.exit(f"bench.py needs blake3, cryptography, pyfastcdc, zfec and zstandard: run it with {VENV_PYTHON}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_dependencies()
+    work: Path = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    installer = Installer()
+    exit_code = 0
+
+    time_bin = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else installer.ensure("time", "time")
+    if time_bin is None:
+        log("GNU time unavailable: falling back to getrusage(RUSAGE_CHILDREN) (peak RSS is an upper bound)")
+    runner = Runner(time_bin, args.timeout)
+
+    systems: list[System] = []
+    skipped: dict[str, str] = {}
+    failed_setup: dict[str, str] = {}
+    for name in args.systems:
+        if name == "freehold":
+            fh = Freehold(runner, shlex.split(args.freehold_cmd))
+            reason = fh.check()
+            if reason:
+                loud(f"Freehold CLI is not usable, not measured: {reason}")
+                failed_setup[name] = reason
+                exit_code = 2
+            else:
+                systems.append(fh)
+        else:
+            binary = installer.ensure(name, "restic" if name == "restic" else "borgbackup")
+            if binary is None:
+                msg = f"could not install {name} with apt-get: SKIPPING the {name} anchor"
+                print(f"*** {msg}", file=sys.stderr, flush=True)
+                skipped[name] = msg
+            else:
+                systems.append(Restic(runner, binary) if name == "restic" else Borg(runner, binary))
+
+    versions = {"python": f"Python {platform.python_version()}"}
+    for s in systems:
+        v = s.version()
+        versions[s.name] = v if s.name in v.lower() else f"{s.name} {v}"
+    log("versions: " + "; ".join(versions.values()))
+
+    machine: dict[str, Any] | None = None
+    if not args.skip_machine:
+        with section("machine limit"):
+            machine = machine_limit(work, args.cores)
+        print(format_machine(machine), file=sys.stderr, flush=True)
+
+    datasets: dict[str, DataSet] = {}
+    with section("data sets"):
+        for set_name in args.sets:
+            datasets[set_name] = prepare_set(set_name, work / "data", args.seed, args.scale)
+
+    runs_root = work / "runs"
+    rmtree(runs_root)
+    results: dict[str, dict[str, list[RunResult]]] = {s: {sy.name: [] for sy in systems} for s in args.sets}
+    failures: dict[str, dict[str, str]] = {s: dict(failed_setup) for s in args.sets}
+    verify_failures: list[str] = []
+    for set_name, ds in datasets.items():
+        mb = ds.total_bytes / MB
+        with section(f"set {set_name}: {len(ds.files)} files, {mb:,.1f} MB"):
+            # Systems are interleaved within each repeat so that machine noise spreads over all of them.
+            for rep in range(1, args.repeat + 1):
+                for system in systems:
+                    if system.name in failures[set_name]:
+                        continue
+                    tag = f"{set_name}/{system.name} run {rep}/{args.repeat}"
+                    rundir = runs_root / set_name / system.name / f"run{rep}"
+                    rundir.mkdir(parents=True)
+                    try:
+                        r = system.run_once(ds, rundir)
+                    except CommandFailed as exc:
+                        loud(f"{tag}: command failed (logs in {work / 'logs'}): {exc}")
+                        failures[set_name][system.name] = str(exc)
+                        exit_code = exit_code or 2
+                        continue
+                    finally:
+                        # Keep each run's command logs (small) outside the repositories.
+                        keep_logs = work / "logs" / set_name / system.name / f"run{rep}"
+                        rmtree(keep_logs)
+                        if (rundir / "logs").is_dir():
+                            shutil.copytree(rundir / "logs", keep_logs)
+                        if not args.keep:
+                            rmtree(rundir / "restore")
+                    log(
+                        f"{tag}: backup {r.backup.wall_s:.2f} s ({mb / r.backup.wall_s:,.1f} MB/s), "
+                        f"restore {r.restore.wall_s:.2f} s ({mb / r.restore.wall_s:,.1f} MB/s), "
+                        f"unchanged {r.unchanged.wall_s:.2f} s, stored {r.stored_bytes / MB:,.1f} MB"
+                    )
+                    if not r.verified:
+                        shown = "\n    ".join(r.problems[:10])
+                        more = f"\n    ... and {len(r.problems) - 10} more" if len(r.problems) > 10 else ""
+                        count = len(r.problems)
+                        loud(f"{tag}: RESTORE VERIFICATION FAILED ({count} problems)\n    {shown}{more}")
+                        verify_failures.append(f"{tag}: {len(r.problems)} problems, first: {r.problems[0]}")
+                        exit_code = 1
+                    else:
+                        log(f"{tag}: restore verified ({len(ds.files)} files identical)")
+                    results[set_name][system.name].append(r)
+                    if not args.keep:
+                        rmtree(rundir)
+
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for set_name, per_system in results.items():
+        summary[set_name] = {}
+        for name in args.systems:
+            if name in failures[set_name]:
+                summary[set_name][name] = {"failed": failures[set_name][name]}
+            elif per_system.get(name):
+                summary[set_name][name] = summarise(per_system[name], datasets[set_name].total_bytes)
+    rat = ratios(summary)
+
+    print()
+    print(format_table(summary, rat, versions, args.repeat))
+    if machine:
+        print()
+        print(format_machine(machine))
+    for msg in skipped.values():
+        print(f"\nNOTE: {msg}")
+    if verify_failures:
+        print("\nRESTORE VERIFICATION FAILURES:")
+        for v in verify_failures:
+            print(f"  {v}")
+
+    if args.json:
+        doc = {
+            "config": {
+                "scale": args.scale,
+                "repeat": args.repeat,
+                "seed": args.seed,
+                "systems": args.systems,
+                "sets": args.sets,
+                "work": str(work),
+                "k": K,
+                "n": N,
+                "time_source": "GNU time -v" if time_bin else "getrusage(RUSAGE_CHILDREN)",
+            },
+            "versions": versions,
+            "skipped": skipped,
+            "data_sets": {n: {"files": len(d.files), "bytes": d.total_bytes} for n, d in datasets.items()},
+            "machine": machine,
+            "summary": summary,
+            "ratios": rat,
+            "runs": {
+                s: {sy: [asdict(r) for r in rs] for sy, rs in per.items()} for s, per in results.items()
+            },
+            "verification_failures": verify_failures,
+            "exit_code": exit_code,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=args.json.parent, delete=False, suffix=".tmp") as tmp:
+            json.dump(doc, tmp, indent=2)
+        os.replace(tmp.name, args.json)
+        log(f"wrote {args.json}")
+
+    if not args.keep:
+        rmtree(runs_root)
+    else:
+        log(f"kept repositories and restores under {runs_root}")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

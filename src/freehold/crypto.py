@@ -1,0 +1,106 @@
+"""Keys, keyed hashes and the AEAD envelope (docs/design.md, "Keys" and "Envelope").
+
+Subkeys come from the random 256-bit master secret by HKDF-SHA256. Data is sealed
+with AES-256-GCM; every envelope binds its header and a context string (object
+kind and id) as associated data, so a sealed object moved to another name or
+spliced into another place fails to open.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+from .errors import IntegrityError
+
+KEY_LEN = 32
+NONCE_LEN = 12
+TAG_LEN = 16
+ENVELOPE_VERSION = 1
+# magic "FE", version, kind: authenticated as associated data together with the context.
+_HEADER = struct.Struct(">2sBB")
+ENVELOPE_OVERHEAD = _HEADER.size + NONCE_LEN + TAG_LEN
+
+# Envelope kinds (one byte, part of the authenticated header).
+KIND_DATA = 1
+KIND_TREE = 2
+KIND_PACK_TRAILER = 3
+KIND_INDEX = 4
+KIND_SNAPSHOT = 5
+KIND_CONFIG = 6
+KIND_KEY = 7
+
+
+def hkdf(secret: bytes, info: str, length: int = KEY_LEN) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None,
+                info=info.encode()).derive(secret)
+
+
+@dataclass(frozen=True)
+class VaultKeys:
+    """Subkeys of one vault, all derived from the master secret."""
+
+    chunk_id: bytes      # keyed BLAKE3 for blob ids
+    data_root: bytes     # root of per-blob keys
+    metadata: bytes      # index, snapshots, config
+    object_name: bytes   # keyed BLAKE3 for names of metadata objects and packs
+    chunker_seed: int    # FastCDC gear-table seed
+
+    @classmethod
+    def derive(cls, master: bytes) -> VaultKeys:
+        if len(master) != KEY_LEN:
+            raise ValueError("master secret must be 32 bytes")
+        seed = int.from_bytes(hkdf(master, "freehold/v1/chunker-seed", 8), "big")
+        return cls(
+            chunk_id=hkdf(master, "freehold/v1/chunk-id"),
+            data_root=hkdf(master, "freehold/v1/data-root"),
+            metadata=hkdf(master, "freehold/v1/metadata"),
+            object_name=hkdf(master, "freehold/v1/object-name"),
+            # pyfastcdc XORs the seed into its gear table; keep it in [1, 2**62).
+            chunker_seed=(seed & ((1 << 62) - 1)) | 1,
+        )
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return blake3.blake3(data, key=self.chunk_id).digest()
+
+    def blob_key(self, blob_id: bytes) -> bytes:
+        """Per-blob key: whoever holds one blob's key can open no other blob."""
+        return HKDFExpand(algorithm=hashes.SHA256(), length=KEY_LEN,
+                          info=b"freehold/v1/blob/" + blob_id).derive(self.data_root)
+
+    def name_id(self, data: bytes | memoryview) -> bytes:
+        return blake3.blake3(data, key=self.object_name).digest()
+
+
+def seal(key: bytes, kind: int, context: bytes, plaintext: bytes | memoryview) -> bytes:
+    """Envelope: "FE" | version | kind | nonce(12) | AES-256-GCM(ciphertext || tag)."""
+    header = _HEADER.pack(b"FE", ENVELOPE_VERSION, kind)
+    nonce = os.urandom(NONCE_LEN)
+    return header + nonce + AESGCM(key).encrypt(nonce, bytes(plaintext), header + context)
+
+
+def open_sealed(key: bytes, kind: int, context: bytes, envelope: bytes | memoryview,
+                what: str = "object") -> bytes:
+    env = bytes(envelope)
+    if len(env) < ENVELOPE_OVERHEAD:
+        raise IntegrityError(f"{what} is truncated")
+    magic, version, got_kind = _HEADER.unpack_from(env)
+    if magic != b"FE":
+        raise IntegrityError(f"{what} is not a Freehold envelope")
+    if version != ENVELOPE_VERSION:
+        raise IntegrityError(f"{what} has unsupported envelope version {version}")
+    if got_kind != kind:
+        raise IntegrityError(f"{what} has the wrong kind ({got_kind}, expected {kind})")
+    header = env[: _HEADER.size]
+    nonce = env[_HEADER.size: _HEADER.size + NONCE_LEN]
+    try:
+        return AESGCM(key).decrypt(nonce, env[_HEADER.size + NONCE_LEN:], header + context)
+    except InvalidTag:
+        raise IntegrityError(f"{what} failed authentication (damaged, swapped or foreign)") from None

@@ -1,0 +1,55 @@
+"""Systematic k-of-n erasure coding of packs, column-wise (docs/design.md, "Shares").
+
+A pack of L bytes is padded with zeros to k*S bytes, S = ceil(L / k), and cut into
+k contiguous stripes; share i < k *is* stripe i, shares k..n-1 are zfec parity.
+zfec's code works byte column by byte column, so the same byte range [a, b) of any
+k shares decodes that range of every stripe alone: a degraded read of a small blob
+costs k small ranged reads, not k whole shares.
+
+zfec was chosen over pyeclib: it releases the GIL (scales across threads, measured
+1,347 MB/s on two threads against pyeclib's 158) and decodes ranges, where
+pyeclib's fragments carry headers and decode only whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import zfec
+
+
+def stripe_size(pack_len: int, k: int) -> int:
+    return max(1, -(-pack_len // k))
+
+
+def check_params(k: int, n: int) -> None:
+    from .errors import UsageError
+
+    if not (1 <= k <= n <= 255):
+        raise UsageError(f"need 1 <= k <= n <= 255 (got k={k}, n={n})")
+
+
+def encode(pack: bytes | memoryview, k: int, n: int) -> list[memoryview]:
+    """Return the n share payloads (stripe i for i < k, then parity)."""
+    size = stripe_size(len(pack), k)
+    padded = memoryview(pack) if len(pack) == k * size else memoryview(
+        bytes(pack) + bytes(k * size - len(pack)))
+    stripes = [padded[i * size:(i + 1) * size] for i in range(k)]
+    if n == k:
+        return stripes
+    parity = zfec.Encoder(k, n).encode([bytes(s) for s in stripes], list(range(k, n)))
+    return stripes + [memoryview(p) for p in parity]
+
+
+def decode_columns(pieces: Sequence[tuple[int, bytes]], k: int, n: int) -> list[bytes]:
+    """Given the same column range of k distinct shares as (share index, bytes),
+    return that column range of the k stripes."""
+    if len(pieces) < k:
+        raise ValueError("need k pieces")
+    chosen = sorted(pieces[:k], key=lambda p: p[0])
+    if all(idx == i for i, (idx, _) in enumerate(chosen)):
+        return [bytes(b) for _, b in chosen]
+    # zfec reorders the lists it is given: always pass fresh lists.
+    blocks = [bytes(b) for _, b in chosen]
+    nums = [idx for idx, _ in chosen]
+    return [bytes(b) for b in zfec.Decoder(k, n).decode(blocks, nums)]

@@ -1,0 +1,84 @@
+"""Freehold's one error hierarchy.
+
+Every expected failure is a :class:`FreeholdError` carrying a user message and a
+stable exit code; the CLI prints the message on one line and exits with the code.
+Storage errors are translated into these at the provider boundary.
+
+    FreeholdError                      exit 1
+    ├── UsageError                     exit 2   bad arguments, k/n out of range, missing path
+    ├── VaultNotFound                  exit 3   no vault configured in FREEHOLD_HOME
+    ├── WrongPassphrase                exit 4
+    ├── SnapshotNotFound               exit 5
+    ├── IntegrityError                 exit 6   data failed verification and could not be repaired
+    ├── NotEnoughShares (Integrity)    exit 6
+    └── ProviderError                  exit 7   base of the provider errors below
+        ├── ObjectNotFound                      (not retryable)
+        ├── ProviderUnavailable                 (retryable)
+        ├── ProviderPermission                  (not retryable)
+        ├── ProviderQuota                       (not retryable)
+        └── ProviderCorrupt                     (object present but not what it claims to be)
+"""
+
+from __future__ import annotations
+
+
+class FreeholdError(Exception):
+    """Base of every error Freehold raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(FreeholdError):
+    exit_code = 2
+
+
+class VaultNotFound(FreeholdError):
+    exit_code = 3
+
+
+class WrongPassphrase(FreeholdError):
+    exit_code = 4
+
+
+class SnapshotNotFound(FreeholdError):
+    exit_code = 5
+
+
+class IntegrityError(FreeholdError):
+    exit_code = 6
+
+
+class NotEnoughShares(IntegrityError):
+    pass
+
+
+class ProviderError(FreeholdError):
+    exit_code = 7
+    retryable = False
+
+
+class ObjectNotFound(ProviderError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    retryable = True
+
+
+class ProviderPermission(ProviderError):
+    pass
+
+
+class ProviderQuota(ProviderError):
+    pass
+
+
+class ProviderCorrupt(ProviderError):
+    pass

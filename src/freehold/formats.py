@@ -1,0 +1,180 @@
+"""Every structure Freehold writes, as typed msgspec structs (docs/design.md is the spec).
+
+Metadata is msgpack maps with the short field names below; unknown fields are
+ignored on read (forward compatible), missing optional fields take their default.
+Binary ids are msgpack ``bin``; file names and symlink targets are raw bytes as
+the operating system gave them.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, TypeVar
+
+import msgspec
+
+from .errors import IntegrityError
+
+FORMAT_VERSION = 1
+
+# Blob kinds, as recorded in pack trailers and the index.
+BLOB_DATA = 0
+BLOB_TREE = 1
+
+# First byte of a blob's plaintext: how the rest is encoded.
+COMP_NONE = 0
+COMP_ZSTD = 1
+
+
+class PackEntry(msgspec.Struct, frozen=True):
+    id: bytes          # 32-byte keyed BLAKE3 of the chunk/tree plaintext
+    t: int             # BLOB_DATA or BLOB_TREE
+    o: int             # offset of the blob's envelope in the pack
+    l: int             # noqa: E741 - length of the envelope
+    s: int             # plaintext size (before compression)
+
+
+class PackTrailer(msgspec.Struct, frozen=True):
+    v: int
+    blobs: list[PackEntry]
+
+
+class ShareRecord(msgspec.Struct, frozen=True):
+    p: str             # provider id (config.providers[].id)
+    h: bytes           # BLAKE3 (unkeyed) of the whole share object, header included
+    z: int             # size of the share object
+
+
+class PackRecord(msgspec.Struct, frozen=True):
+    id: bytes          # 32-byte keyed BLAKE3 of the pack bytes; names the share objects
+    len: int           # pack length before padding
+    k: int
+    n: int
+    shares: list[ShareRecord | None]   # index i = share i; None = not written (degraded)
+    blobs: list[PackEntry]
+
+
+class IndexFile(msgspec.Struct, frozen=True):
+    v: int
+    packs: list[PackRecord]
+
+
+class Node(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: bytes
+    type: str                          # "file" | "dir" | "symlink"
+    mode: int = 0
+    mtime: int = 0                     # nanoseconds since the epoch
+    size: int = 0
+    content: list[bytes] = []          # blob ids, in order (files)
+    subtree: bytes | None = None       # tree blob id (dirs)
+    target: bytes | None = None        # symlink target
+    ino: int = 0                       # files cache: inode, device and ctime at backup time
+    dev: int = 0
+    ctime: int = 0
+
+
+class Tree(msgspec.Struct, frozen=True):
+    v: int
+    nodes: list[Node]
+
+
+class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
+    v: int
+    time: str                          # ISO 8601, UTC
+    host: str
+    paths: list[str]
+    tree: bytes
+    size: int = 0                      # logical bytes of regular files
+    files: int = 0
+    dirs: int = 0
+    parent: bytes | None = None
+    tags: list[str] = []
+    skipped: list[str] = []            # paths that could not be read
+
+
+class ProviderEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str
+    url: str
+    jurisdiction: str = ""
+    operator: str = ""
+
+
+class Chunker(msgspec.Struct, frozen=True):
+    min: int
+    avg: int
+    max: int
+
+
+class Config(msgspec.Struct, frozen=True, omit_defaults=True):
+    v: int
+    vault_id: bytes                    # 16 random bytes
+    k: int
+    n: int
+    chunker: Chunker
+    pack_size: int
+    providers: list[ProviderEntry]
+    created: str = ""
+
+
+class KeyFile(msgspec.Struct, frozen=True):
+    v: int
+    kdf: str                           # "argon2id"
+    t: int                             # Argon2 time cost
+    m: int                             # memory cost, KiB
+    p: int                             # parallelism
+    salt: bytes                        # 16 random bytes
+    vault_id: bytes
+    wrapped: bytes                     # envelope(KIND_KEY) of the 32-byte master secret
+    created: str = ""
+
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return _encoder.encode(obj)
+
+
+T = TypeVar("T")
+
+
+def decode(data: bytes | memoryview, typ: type[T], what: str) -> T:
+    try:
+        return msgspec.msgpack.decode(data, type=typ)
+    except msgspec.DecodeError as exc:
+        raise IntegrityError(f"{what} is malformed: {exc}") from None
+
+
+# Share header: fixed 64 bytes, big-endian, in front of every share payload.
+SHARE_MAGIC = b"FHSH"
+SHARE_VERSION = 1
+_SHARE = struct.Struct(">4sBBBBQQ32s8x")
+SHARE_HEADER_LEN = _SHARE.size
+assert SHARE_HEADER_LEN == 64
+
+
+class ShareHeader(msgspec.Struct, frozen=True):
+    k: int
+    n: int
+    index: int
+    pack_len: int
+    stripe: int
+    pack_id: bytes
+
+    def pack(self) -> bytes:
+        return _SHARE.pack(SHARE_MAGIC, SHARE_VERSION, self.k, self.n, self.index,
+                           self.pack_len, self.stripe, self.pack_id)
+
+    @classmethod
+    def unpack(cls, data: bytes, what: str = "share") -> ShareHeader:
+        if len(data) < SHARE_HEADER_LEN:
+            raise IntegrityError(f"{what} is truncated")
+        magic, version, k, n, index, pack_len, stripe, pack_id = _SHARE.unpack_from(data)
+        if magic != SHARE_MAGIC:
+            raise IntegrityError(f"{what} is not a Freehold share")
+        if version != SHARE_VERSION:
+            raise IntegrityError(f"{what} has unsupported version {version}")
+        return cls(k, n, index, pack_len, stripe, pack_id)
+
+
+PACK_TRAILER_LEN = struct.Struct("<I")

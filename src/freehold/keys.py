@@ -1,0 +1,73 @@
+"""Passphrase wrapping of the master secret (docs/design.md, "Key objects").
+
+The master secret is 32 random bytes. A passphrase is stretched with Argon2id
+into a wrapping key; the master secret is sealed under it. The Argon2 parameters
+and salt are stored in the key object, so they can be raised later without
+breaking old key objects.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from argon2.low_level import Type, hash_secret_raw
+
+from . import formats
+from .crypto import KEY_LEN, KIND_KEY, open_sealed, seal
+from .errors import IntegrityError, WrongPassphrase
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    t: int = 3
+    m: int = 64 * 1024   # KiB
+    p: int = 4
+
+    @classmethod
+    def from_env(cls) -> KdfParams:
+        """Defaults, unless FREEHOLD_KDF_MEMORY_KIB lowers the memory cost (test suites only)."""
+        mem = os.environ.get("FREEHOLD_KDF_MEMORY_KIB")
+        if mem:
+            return cls(t=1, m=max(8 * 4, int(mem)), p=1)
+        return cls()
+
+
+def _stretch(passphrase: bytes, salt: bytes, params: KdfParams) -> bytes:
+    return hash_secret_raw(passphrase, salt, time_cost=params.t, memory_cost=params.m,
+                           parallelism=params.p, hash_len=KEY_LEN, type=Type.ID)
+
+
+def new_master_secret() -> bytes:
+    return secrets.token_bytes(KEY_LEN)
+
+
+def wrap(master: bytes, passphrase: bytes, vault_id: bytes, params: KdfParams, created: str = "") -> bytes:
+    salt = secrets.token_bytes(16)
+    kek = _stretch(passphrase, salt, params)
+    wrapped = seal(kek, KIND_KEY, b"key" + vault_id, master)
+    return formats.encode(formats.KeyFile(v=1, kdf="argon2id", t=params.t, m=params.m, p=params.p,
+                                          salt=salt, vault_id=vault_id, wrapped=wrapped,
+                                          created=created))
+
+
+def read_keyfile(data: bytes) -> formats.KeyFile:
+    kf = formats.decode(data, formats.KeyFile, "key object")
+    if kf.v != 1 or kf.kdf != "argon2id":
+        raise IntegrityError(f"key object uses unsupported format v{kf.v}/{kf.kdf}")
+    # Refuse parameters that would let a hostile provider make us burn unbounded memory or time.
+    if not (1 <= kf.t <= 64 and 8 <= kf.m <= 4 * 1024 * 1024 and 1 <= kf.p <= 64):
+        raise IntegrityError("key object has out-of-range Argon2 parameters")
+    return kf
+
+
+def unwrap(kf: formats.KeyFile, passphrase: bytes) -> bytes:
+    kek = _stretch(passphrase, kf.salt, KdfParams(kf.t, kf.m, kf.p))
+    try:
+        master = open_sealed(kek, KIND_KEY, b"key" + kf.vault_id, kf.wrapped, "key object")
+    except IntegrityError:
+        raise WrongPassphrase("wrong passphrase (it opens none of this vault's keys)") from None
+    if len(master) != KEY_LEN:
+        raise IntegrityError("key object holds a malformed master secret")
+    return master

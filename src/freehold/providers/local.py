@@ -1,0 +1,170 @@
+"""Local-directory provider: the embedded default.
+
+Each object is a file under the root, at its name. Writes go to a hidden temporary
+file in the same directory, are fsynced, renamed into place and the directory is
+fsynced, so a crash leaves either the whole object or nothing under its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from ..errors import (
+    ObjectNotFound,
+    ProviderError,
+    ProviderPermission,
+    ProviderQuota,
+    ProviderUnavailable,
+    UsageError,
+)
+from .base import ProviderInfo
+
+TMP_PREFIX = ".tmp-"
+
+
+def _translate(exc: OSError, what: str) -> ProviderError:
+    if isinstance(exc, FileNotFoundError):
+        return ObjectNotFound(f"{what}: not found")
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ProviderPermission(f"{what}: permission denied (read-only or not ours)")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ProviderQuota(f"{what}: no space left")
+    return ProviderUnavailable(f"{what}: {exc.strerror or exc}")
+
+
+class LocalProvider:
+    def __init__(self, root: str | os.PathLike[str], *, jurisdiction: str = "", operator: str = "",
+                 fsync: bool = True) -> None:
+        self.root = Path(root)
+        if not self.root.is_absolute():
+            raise UsageError(f"provider path must be absolute: {root}")
+        self.info = ProviderInfo(url=f"file://{self.root}", jurisdiction=jurisdiction,
+                                 operator=operator)
+        self._fsync = fsync
+        self._made_dirs: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **kw: str) -> LocalProvider:
+        parsed = urlparse(url)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise UsageError(f"not a local directory URL (want file:///abs/path): {url}")
+        return cls(unquote(parsed.path), **kw)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"LocalProvider({self.root})"
+
+    def _path(self, name: str) -> Path:
+        if not name or name.startswith("/") or ".." in name.split("/"):
+            raise UsageError(f"invalid object name {name!r}")
+        return self.root / name
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise ProviderUnavailable(f"provider directory {self.root} is missing")
+
+    def check_writable(self) -> None:
+        self._require_root()
+        probe = self.root / f"{TMP_PREFIX}probe-{secrets.token_hex(4)}"
+        try:
+            with open(probe, "wb"):
+                pass
+            probe.unlink()
+        except OSError as exc:
+            raise _translate(exc, f"provider directory {self.root}") from None
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        parent = path.parent
+        tmp = parent / f"{TMP_PREFIX}{path.name}-{secrets.token_hex(6)}"
+        try:
+            key = str(parent)
+            if key not in self._made_dirs:
+                self._require_root()
+                parent.mkdir(parents=True, exist_ok=True)
+                self._made_dirs.add(key)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            if self._fsync:
+                dfd = os.open(parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, FileNotFoundError):
+                self._made_dirs.discard(str(parent))
+                self._require_root()
+            raise _translate(exc, f"write {name} to {self.root}") from None
+
+    def get(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as f:
+                if start:
+                    f.seek(start)
+                if end is None:
+                    return f.read()
+                return f.read(max(0, end - (start or 0)))
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                self._require_root()
+            raise _translate(exc, f"read {name} from {self.root}") from None
+
+    def head(self, name: str) -> int | None:
+        try:
+            return self._path(name).stat().st_size
+        except FileNotFoundError:
+            self._require_root()
+            return None
+        except OSError as exc:
+            raise _translate(exc, f"stat {name} in {self.root}") from None
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        self._require_root()
+        base = self.root
+        # Walk only the directory the prefix points into, to keep listings cheap.
+        head, _, _ = prefix.rpartition("/")
+        start = base / head if head else base
+        if not start.is_dir():
+            return
+        try:
+            for dirpath, dirnames, filenames in os.walk(start):
+                dirnames.sort()
+                rel_dir = os.path.relpath(dirpath, base)
+                for fn in sorted(filenames):
+                    if fn.startswith(TMP_PREFIX):
+                        continue
+                    name = fn if rel_dir == "." else f"{rel_dir}/{fn}"
+                    if name.startswith(prefix):
+                        try:
+                            size = os.stat(os.path.join(dirpath, fn)).st_size
+                        except FileNotFoundError:
+                            continue
+                        yield name, size
+        except OSError as exc:
+            raise _translate(exc, f"list {self.root}") from None
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _translate(exc, f"delete {name} in {self.root}") from None

@@ -1,0 +1,564 @@
+"""The repository: what is written to providers and how it is read back.
+
+Knows the formats (docs/design.md) and the providers; knows nothing of files
+and directories. Everything read from a provider, or from the local cache, is
+verified before use: metadata by AEAD and by its content-derived name, blobs by
+AEAD and keyed id, shares by the hash recorded in the index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import zstandard
+
+from . import erasure, formats
+from .crypto import (
+    KIND_CONFIG,
+    KIND_INDEX,
+    KIND_PACK_TRAILER,
+    KIND_SNAPSHOT,
+    KIND_TREE,
+    VaultKeys,
+    open_sealed,
+    seal,
+)
+from .errors import (
+    FreeholdError,
+    IntegrityError,
+    NotEnoughShares,
+    ObjectNotFound,
+    ProviderError,
+    SnapshotNotFound,
+)
+from .formats import (
+    BLOB_TREE,
+    COMP_NONE,
+    COMP_ZSTD,
+    SHARE_HEADER_LEN,
+    PackEntry,
+    PackRecord,
+    ShareHeader,
+    ShareRecord,
+)
+from .providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config"
+KEYS_PREFIX = "keys/"
+INDEX_PREFIX = "index/"
+SNAPSHOT_PREFIX = "snapshots/"
+DATA_PREFIX = "data/"
+# Blobs closer than this in a stripe are fetched with one ranged read.
+COALESCE_GAP = 64 * 1024
+
+
+def share_name(pack_id: bytes, index: int) -> str:
+    h = pack_id.hex()
+    return f"{DATA_PREFIX}{h[:2]}/{h}.{index}"
+
+
+def kind_for(blob_type: int) -> int:
+    from .crypto import KIND_DATA
+
+    return KIND_TREE if blob_type == BLOB_TREE else KIND_DATA
+
+
+@dataclass
+class BlobLoc:
+    pack: PackRecord
+    entry: PackEntry
+
+
+@dataclass
+class Problem:
+    """One finding of ``check``."""
+
+    kind: str          # "missing-share" | "damaged-share" | "missing-blob" | "unreadable" ...
+    detail: str
+    provider: str = ""
+    object: str = ""
+
+
+@dataclass
+class ReadStats:
+    fallback_reads: int = 0
+    bytes_fetched: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, n: int, fallback: bool = False) -> None:
+        with self.lock:
+            self.bytes_fetched += n
+            self.fallback_reads += int(fallback)
+
+
+class Repository:
+    def __init__(self, config: formats.Config, keys: VaultKeys, providers: dict[str, Provider],
+                 cache_dir: Path | None = None, workers: int = 8) -> None:
+        self.config = config
+        self.keys = keys
+        self.providers = providers
+        self.cache_dir = cache_dir
+        self.k = config.k
+        self.n = config.n
+        self.blobs: dict[bytes, BlobLoc] = {}
+        self.packs: dict[bytes, PackRecord] = {}
+        self.index_names: set[str] = set()
+        self.read_stats = ReadStats()
+        self._pool = ThreadPoolExecutor(max(workers, self.n * 2), thread_name_prefix="freehold-io")
+        self._dctx = threading.local()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ replicated metadata
+
+    def _put_everywhere(self, name: str, data: bytes) -> None:
+        """Write a metadata object to every provider; fail unless all of them took it."""
+        futures = {pid: self._pool.submit(p.put, name, data) for pid, p in self.providers.items()}
+        errors = []
+        for pid, fut in futures.items():
+            try:
+                fut.result()
+            except ProviderError as exc:
+                errors.append(f"{pid}: {exc}")
+        if errors:
+            raise errors_to_exc(errors)
+
+    def _get_any(self, name: str, verify: Callable[[bytes], bytes]) -> bytes:
+        """Read a replicated object from the first provider whose copy verifies."""
+        last: FreeholdError | None = None
+        for pid, p in self.providers.items():
+            try:
+                return verify(p.get(name))
+            except ObjectNotFound as exc:
+                last = exc
+            except FreeholdError as exc:
+                log.warning("provider %s: %s: %s", pid, name, exc)
+                last = exc
+        if isinstance(last, ObjectNotFound) or last is None:
+            raise ObjectNotFound(f"{name} is on no provider")
+        raise IntegrityError(f"no provider holds a valid copy of {name}: {last}")
+
+    def _list_union(self, prefix: str) -> set[str]:
+        names: set[str] = set()
+        ok = 0
+        last: ProviderError | None = None
+        for pid, p in self.providers.items():
+            try:
+                names.update(name for name, _ in p.list(prefix))
+                ok += 1
+            except ProviderError as exc:
+                log.warning("provider %s: cannot list %s: %s", pid, prefix, exc)
+                last = exc
+        if ok == 0 and last is not None:
+            raise last
+        return names
+
+    def _cached(self, sub: str, name: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / sub / name
+
+    def _cache_put(self, path: Path | None, data: bytes) -> None:
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except OSError as exc:  # the cache is only a cache
+            log.debug("cache write failed: %s", exc)
+
+    def _cache_get(self, path: Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    def _read_content_addressed(self, prefix: str, name_hex: str, kind: int, what: str) -> bytes:
+        """Fetch (cache first) and verify a sealed object named by the keyed hash of its plaintext."""
+        name = prefix + name_hex
+        context = name.encode()
+
+        def verify(env: bytes) -> bytes:
+            plain = open_sealed(self.keys.metadata, kind, context, env, what)
+            if self.keys.name_id(plain).hex() != name_hex:
+                raise IntegrityError(f"{what} does not match its name")
+            return plain
+
+        cpath = self._cached(prefix.rstrip("/"), name_hex)
+        env = self._cache_get(cpath)
+        if env is not None:
+            try:
+                return verify(env)
+            except IntegrityError:
+                pass  # a damaged cache entry: fetch it again
+        holder: list[bytes] = []
+
+        def verify_keep(env: bytes) -> bytes:
+            plain = verify(env)
+            holder.append(env)
+            return plain
+
+        plain = self._get_any(name, verify_keep)
+        self._cache_put(cpath, holder[0])
+        return plain
+
+    def _write_content_addressed(self, prefix: str, kind: int, plain: bytes) -> str:
+        name_hex = self.keys.name_id(plain).hex()
+        name = prefix + name_hex
+        env = seal(self.keys.metadata, kind, name.encode(), plain)
+        self._put_everywhere(name, env)
+        self._cache_put(self._cached(prefix.rstrip("/"), name_hex), env)
+        return name_hex
+
+    # ------------------------------------------------------------------ config
+
+    @staticmethod
+    def seal_config(keys: VaultKeys, config: formats.Config) -> bytes:
+        return seal(keys.metadata, KIND_CONFIG, CONFIG_NAME.encode(), formats.encode(config))
+
+    @staticmethod
+    def open_config(keys: VaultKeys, env: bytes) -> formats.Config:
+        plain = open_sealed(keys.metadata, KIND_CONFIG, CONFIG_NAME.encode(), env, "config")
+        return formats.decode(plain, formats.Config, "config")
+
+    # ------------------------------------------------------------------ index
+
+    def load_index(self) -> None:
+        """Load every index object (from the cache when it has them)."""
+        names = {n[len(INDEX_PREFIX):] for n in self._list_union(INDEX_PREFIX)}
+        todo = sorted(names - self.index_names)
+        futures = [self._pool.submit(self._read_content_addressed, INDEX_PREFIX, h, KIND_INDEX, "index")
+                   for h in todo]
+        for h, fut in zip(todo, futures, strict=True):
+            try:
+                plain = fut.result()
+            except IntegrityError as exc:
+                log.warning("skipping index %s: %s", h[:12], exc)
+                continue
+            self._add_index(formats.decode(plain, formats.IndexFile, "index"))
+            self.index_names.add(h)
+
+    def _add_index(self, idx: formats.IndexFile) -> None:
+        for rec in idx.packs:
+            self.add_pack(rec)
+
+    def add_pack(self, rec: PackRecord) -> None:
+        self.packs[rec.id] = rec
+        for e in rec.blobs:
+            self.blobs.setdefault(e.id, BlobLoc(rec, e))
+
+    def write_index(self, records: list[PackRecord]) -> str:
+        plain = formats.encode(formats.IndexFile(v=formats.FORMAT_VERSION, packs=records))
+        h = self._write_content_addressed(INDEX_PREFIX, KIND_INDEX, plain)
+        self.index_names.add(h)
+        return h
+
+    # ------------------------------------------------------------------ snapshots
+
+    def write_snapshot(self, snap: formats.Snapshot) -> str:
+        return self._write_content_addressed(SNAPSHOT_PREFIX, KIND_SNAPSHOT, formats.encode(snap))
+
+    def snapshot_ids(self) -> list[str]:
+        return sorted(n[len(SNAPSHOT_PREFIX):] for n in self._list_union(SNAPSHOT_PREFIX))
+
+    def load_snapshot(self, sid: str) -> formats.Snapshot:
+        try:
+            plain = self._read_content_addressed(SNAPSHOT_PREFIX, sid, KIND_SNAPSHOT, "snapshot")
+        except ObjectNotFound:
+            raise SnapshotNotFound(f"snapshot {sid[:12]} not found") from None
+        return formats.decode(plain, formats.Snapshot, "snapshot")
+
+    def snapshots(self) -> list[tuple[str, formats.Snapshot]]:
+        ids = self.snapshot_ids()
+        futures = [self._pool.submit(self.load_snapshot, sid) for sid in ids]
+        out = []
+        for sid, fut in zip(ids, futures, strict=True):
+            try:
+                out.append((sid, fut.result()))
+            except IntegrityError as exc:
+                log.warning("skipping snapshot %s: %s", sid[:12], exc)
+        out.sort(key=lambda x: (x[1].time, x[0]))
+        return out
+
+    def resolve_snapshot(self, ref: str) -> str:
+        ids = self.snapshot_ids()
+        if ref == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise SnapshotNotFound("the vault has no snapshots yet")
+            return snaps[-1][0]
+        ref_l = ref.lower()
+        matches = [s for s in ids if s.startswith(ref_l)] if len(ref_l) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise SnapshotNotFound(f"snapshot id {ref!r} is ambiguous; give more characters")
+        raise SnapshotNotFound(f"no snapshot {ref!r} (see 'freehold snapshots')")
+
+    # ------------------------------------------------------------------ packs: write
+
+    def placement(self, pack_id: bytes) -> list[str]:
+        """Provider id for each share index: rendezvous hashing over the vault's providers,
+        so data shares (the ones fast reads use) spread evenly across providers."""
+        ranked = sorted(self.providers, key=lambda pid: blake3.blake3(pack_id + pid.encode()).digest())
+        return ranked[: self.n]
+
+    def write_pack(self, pack: bytes | bytearray, entries: list[PackEntry]) -> PackRecord:
+        """Erasure-code a pack and write its n shares in parallel. Returns when all are durable."""
+        pack_id = self.keys.name_id(pack)
+        payloads = erasure.encode(pack, self.k, self.n)
+        stripe = len(payloads[0])
+        where = self.placement(pack_id)
+        records: list[ShareRecord | None] = []
+        futures: list[Future[None]] = []
+        for i, payload in enumerate(payloads):
+            header = ShareHeader(self.k, self.n, i, len(pack), stripe, pack_id).pack()
+            obj = header + payload
+            records.append(ShareRecord(p=where[i], h=blake3.blake3(obj).digest(), z=len(obj)))
+            futures.append(self._pool.submit(self.providers[where[i]].put, share_name(pack_id, i), obj))
+        errors = []
+        for i, fut in enumerate(futures):
+            try:
+                fut.result()
+            except ProviderError as exc:
+                errors.append(f"share {i} on {where[i]}: {exc}")
+        if errors:
+            raise errors_to_exc(errors)
+        rec = PackRecord(id=pack_id, len=len(pack), k=self.k, n=self.n, shares=records, blobs=entries)
+        return rec
+
+    @staticmethod
+    def pack_trailer(keys: VaultKeys, entries: list[PackEntry]) -> bytes:
+        trailer = seal(keys.metadata, KIND_PACK_TRAILER, b"pack-trailer",
+                       formats.encode(formats.PackTrailer(v=formats.FORMAT_VERSION, blobs=entries)))
+        return trailer + formats.PACK_TRAILER_LEN.pack(len(trailer))
+
+    # ------------------------------------------------------------------ blobs: read
+
+    def _decompress(self, data: bytes) -> bytes:
+        d = getattr(self._dctx, "d", None)
+        if d is None:
+            d = self._dctx.d = zstandard.ZstdDecompressor()
+        return d.decompress(data)
+
+    def open_blob(self, blob_id: bytes, blob_type: int, env: bytes | memoryview,
+                  size: int | None = None) -> bytes:
+        """Decrypt, decompress and verify one blob envelope."""
+        what = f"blob {blob_id.hex()[:12]}"
+        plain = open_sealed(self.keys.blob_key(blob_id), kind_for(blob_type), blob_id, env, what)
+        if not plain:
+            raise IntegrityError(f"{what} is empty")
+        flag, body = plain[0], plain[1:]
+        if flag == COMP_NONE:
+            data = body
+        elif flag == COMP_ZSTD:
+            try:
+                data = self._decompress(body)
+            except zstandard.ZstdError:
+                raise IntegrityError(f"{what} does not decompress") from None
+        else:
+            raise IntegrityError(f"{what} has unknown encoding {flag}")
+        if (size is not None and len(data) != size) or self.keys.blob_id(data) != blob_id:
+            raise IntegrityError(f"{what} does not match its id")
+        return data
+
+    def read_blobs(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Fetch and verify blobs, grouping them into coalesced ranged reads per pack stripe."""
+        by_pack: dict[bytes, list[PackEntry]] = {}
+        for bid in dict.fromkeys(ids):
+            loc = self.blobs.get(bid)
+            if loc is None:
+                raise IntegrityError(f"blob {bid.hex()[:12]} is in no index (vault damaged?)")
+            by_pack.setdefault(loc.pack.id, []).append(loc.entry)
+        jobs = []
+        for pack_id, entries in by_pack.items():
+            rec = self.packs[pack_id]
+            for group in _coalesce(rec, sorted(entries, key=lambda e: e.o)):
+                jobs.append(self._pool.submit(self._read_group, rec, group))
+        out: dict[bytes, bytes] = {}
+        for job in jobs:
+            out.update(job.result())
+        return out
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        return self.read_blobs([blob_id])[blob_id]
+
+    def _read_group(self, rec: PackRecord, group: list[PackEntry]) -> dict[bytes, bytes]:
+        start = group[0].o
+        end = max(e.o + e.l for e in group)
+        try:
+            data = self._read_pack_range_fast(rec, start, end)
+            return self._open_group(group, data, start)
+        except FreeholdError as exc:
+            log.info("fast read of pack %s failed (%s); decoding from other shares", rec.id.hex()[:12], exc)
+        return self._read_group_degraded(rec, group, start, end)
+
+    def _open_group(self, group: list[PackEntry], data: bytes, start: int) -> dict[bytes, bytes]:
+        out = {}
+        for e in group:
+            env = data[e.o - start: e.o + e.l - start]
+            out[e.id] = self.open_blob(e.id, e.t, env, e.s)
+            if e.t == BLOB_TREE:
+                self.cache_tree(e.id, env)
+        return out
+
+    # ------------------------------------------------------------------ trees
+
+    def cache_tree(self, blob_id: bytes, env: bytes) -> None:
+        self._cache_put(self._cached("trees", blob_id.hex()), env)
+
+    def load_tree(self, tree_id: bytes) -> formats.Tree:
+        env = self._cache_get(self._cached("trees", tree_id.hex()))
+        plain = None
+        if env is not None:
+            try:
+                plain = self.open_blob(tree_id, BLOB_TREE, env)
+            except IntegrityError:
+                plain = None
+        if plain is None:
+            plain = self.read_blob(tree_id)
+        return formats.decode(plain, formats.Tree, f"tree {tree_id.hex()[:12]}")
+
+    def _read_pack_range_fast(self, rec: PackRecord, start: int, end: int) -> bytes:
+        """Read pack bytes [start, end) from the data shares that hold them."""
+        stripe = erasure.stripe_size(rec.len, rec.k)
+        parts = []
+        for j, a, b in _segments(start, end, stripe):
+            share = rec.shares[j]
+            if share is None:
+                raise NotEnoughShares(f"data share {j} was never written")
+            got = self.providers[share.p].get(share_name(rec.id, j), SHARE_HEADER_LEN + a,
+                                              SHARE_HEADER_LEN + b)
+            self.read_stats.add(len(got))
+            if len(got) != b - a:
+                raise IntegrityError(f"share {j} of pack {rec.id.hex()[:12]} is truncated")
+            parts.append(got)
+        return b"".join(parts)
+
+    def _read_group_degraded(self, rec: PackRecord, group: list[PackEntry], start: int,
+                             end: int) -> dict[bytes, bytes]:
+        stripe = erasure.stripe_size(rec.len, rec.k)
+        segs = _segments(start, end, stripe)
+        lo = min(a for _, a, _ in segs)
+        hi = max(b for _, _, b in segs)
+
+        def fetch(i: int) -> bytes | None:
+            share = rec.shares[i]
+            if share is None or share.p not in self.providers:
+                return None
+            try:
+                got = self.providers[share.p].get(share_name(rec.id, i), SHARE_HEADER_LEN + lo,
+                                                  SHARE_HEADER_LEN + hi)
+            except ProviderError:
+                return None
+            self.read_stats.add(len(got), fallback=True)
+            return got if len(got) == hi - lo else None
+
+        cols = dict(zip(range(rec.n), self._pool.map(fetch, range(rec.n)), strict=True))
+        avail = [(i, c) for i, c in cols.items() if c is not None]
+        if len(avail) < rec.k:
+            raise NotEnoughShares(f"pack {rec.id.hex()[:12]}: only {len(avail)} of the {rec.k} "
+                                  "shares needed are readable")
+        last: FreeholdError | None = None
+        # Try the data shares first (cheapest), then every other combination of k.
+        for combo in itertools.combinations(avail, rec.k):
+            stripes = erasure.decode_columns(list(combo), rec.k, rec.n)
+            data = b"".join(stripes[j][a - lo: b - lo] for j, a, b in segs)
+            try:
+                return self._open_group(group, data, start)
+            except IntegrityError as exc:
+                last = exc
+        raise IntegrityError(f"pack {rec.id.hex()[:12]}: no combination of shares verifies ({last})")
+
+    # ------------------------------------------------------------------ check
+
+    def check_shares(self, read_data: bool,
+                     progress: Callable[[int], None] | None = None) -> list[Problem]:
+        problems: list[Problem] = []
+        listings: dict[str, dict[str, int]] = {}
+        for pid, p in self.providers.items():
+            try:
+                listings[pid] = dict(p.list(DATA_PREFIX))
+            except ProviderError as exc:
+                problems.append(Problem("unreachable-provider", str(exc), provider=pid))
+        jobs = []
+        for rec in self.packs.values():
+            for i, share in enumerate(rec.shares):
+                name = share_name(rec.id, i)
+                if share is None:
+                    problems.append(Problem("missing-share", f"share {i} was never written",
+                                            object=name))
+                    continue
+                if share.p not in listings:
+                    continue
+                size = listings[share.p].get(name)
+                if size is None:
+                    problems.append(Problem("missing-share", "share is missing", share.p, name))
+                elif size != share.z:
+                    problems.append(Problem("damaged-share", f"size {size}, expected {share.z}",
+                                            share.p, name))
+                elif read_data:
+                    jobs.append(self._pool.submit(self._verify_share, rec, i, share))
+        for job in jobs:
+            problem = job.result()
+            if progress:
+                progress(1)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def _verify_share(self, rec: PackRecord, i: int, share: ShareRecord) -> Problem | None:
+        name = share_name(rec.id, i)
+        try:
+            obj = self.providers[share.p].get(name)
+        except ProviderError as exc:
+            return Problem("unreadable-share", str(exc), share.p, name)
+        if blake3.blake3(obj).digest() != share.h:
+            return Problem("damaged-share", "content does not match its hash in the index", share.p, name)
+        return None
+
+
+def _segments(start: int, end: int, stripe: int) -> list[tuple[int, int, int]]:
+    """Split pack range [start, end) into (stripe index, column start, column end)."""
+    out = []
+    pos = start
+    while pos < end:
+        j = pos // stripe
+        stop = min(end, (j + 1) * stripe)
+        out.append((j, pos - j * stripe, stop - j * stripe))
+        pos = stop
+    return out
+
+
+def _coalesce(rec: PackRecord, entries: list[PackEntry]) -> Iterator[list[PackEntry]]:
+    """Group blobs that lie close together in the same stripe into one ranged read."""
+    stripe = erasure.stripe_size(rec.len, rec.k)
+    group: list[PackEntry] = []
+    end = 0
+    for e in entries:
+        if group and (e.o - end > COALESCE_GAP or e.o // stripe != group[0].o // stripe
+                      or e.o + e.l - group[0].o > 16 * 1024 * 1024):
+            yield group
+            group = []
+        group.append(e)
+        end = max(end, e.o + e.l) if len(group) > 1 else e.o + e.l
+    if group:
+        yield group
+
+
+def errors_to_exc(errors: list[str]) -> ProviderError:
+    return ProviderError("; ".join(errors))

@@ -1,0 +1,354 @@
+"""The Vault: Freehold's one front door. The CLI (and later the web app) use nothing else.
+
+Local state lives in ``$FREEHOLD_HOME`` (default ``~/.freehold``):
+``vault.json`` (vault id and provider list: addresses, never credentials or keys)
+and ``cache/`` (sealed copies of index, snapshot and tree objects; disposable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import erasure, formats, keys
+from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
+from .crypto import VaultKeys
+from .errors import (
+    FreeholdError,
+    IntegrityError,
+    ObjectNotFound,
+    ProviderError,
+    UsageError,
+    VaultNotFound,
+    WrongPassphrase,
+)
+from .pipeline import Backup, BackupStats, Progress
+from .providers import Provider, open_provider
+from .repository import CONFIG_NAME, KEYS_PREFIX, SNAPSHOT_PREFIX, Problem, Repository
+from .restore import Restore, RestoreStats, find_node, walk
+
+PACK_SIZE = 16 * 1024 * 1024
+STATE_FILE = "vault.json"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("FREEHOLD_HOME") or Path.home() / ".freehold")
+
+
+@dataclass
+class ProviderSpec:
+    url: str
+    jurisdiction: str = ""
+    operator: str = ""
+
+
+@dataclass
+class CheckReport:
+    problems: list[Problem] = field(default_factory=list)
+    packs: int = 0
+    shares: int = 0
+    snapshots: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+class Vault:
+    def __init__(self, home: Path, repo: Repository) -> None:
+        self.home = home
+        self.repo = repo
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def init(cls, specs: list[ProviderSpec], k: int, n: int, passphrase: str,
+             home: Path | None = None, kdf: keys.KdfParams | None = None) -> Vault:
+        home = home or default_home()
+        erasure.check_params(k, n)
+        if len(specs) < n:
+            raise UsageError(f"{n} shares need at least {n} providers; {len(specs)} given")
+        if len({s.url for s in specs}) != len(specs):
+            raise UsageError("the same provider is given twice")
+        if (home / STATE_FILE).exists():
+            raise UsageError(f"{home} already holds a vault (set FREEHOLD_HOME to use another)")
+        if not passphrase:
+            raise UsageError("the passphrase must not be empty")
+        providers: dict[str, Provider] = {}
+        entries = []
+        for i, spec in enumerate(specs):
+            pid = f"p{i + 1}"
+            prov = open_provider(spec.url, jurisdiction=spec.jurisdiction, operator=spec.operator)
+            prov.check_writable()
+            if prov.head(CONFIG_NAME) is not None:
+                raise UsageError(f"{spec.url} already holds a Freehold vault")
+            providers[pid] = prov
+            entries.append(formats.ProviderEntry(id=pid, url=prov.info.url,
+                                                 jurisdiction=spec.jurisdiction, operator=spec.operator))
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        vault_id = secrets.token_bytes(16)
+        config = formats.Config(v=formats.FORMAT_VERSION, vault_id=vault_id, k=k, n=n,
+                                chunker=formats.Chunker(MIN_SIZE, AVG_SIZE, MAX_SIZE),
+                                pack_size=PACK_SIZE, providers=entries, created=now)
+        master = keys.new_master_secret()
+        vkeys = VaultKeys.derive(master)
+        keyfile = keys.wrap(master, passphrase.encode(), vault_id, kdf or keys.KdfParams.from_env(), now)
+        repo = Repository(config, vkeys, providers, cls._cache_dir(home, vault_id))
+        # Key objects first, then the config that needs them: a half-made vault is never mistaken
+        # for a working one because `config` is what marks a provider as holding a vault.
+        key_name = KEYS_PREFIX + secrets.token_hex(16)
+        repo._put_everywhere(key_name, keyfile)
+        repo._put_everywhere(CONFIG_NAME, Repository.seal_config(vkeys, config))
+        home.mkdir(parents=True, exist_ok=True)
+        _write_state(home, config)
+        return cls(home, repo)
+
+    @staticmethod
+    def _cache_dir(home: Path, vault_id: bytes) -> Path:
+        return home / "cache" / vault_id.hex()
+
+    @classmethod
+    def open(cls, passphrase: str, home: Path | None = None) -> Vault:
+        home = home or default_home()
+        state = _read_state(home)
+        specs = state.get("providers", [])
+        providers: dict[str, Provider] = {
+            p["id"]: open_provider(p["url"], jurisdiction=p.get("jurisdiction", ""),
+                                   operator=p.get("operator", ""))
+            for p in specs
+        }
+        master = _unlock(providers, passphrase.encode(), bytes.fromhex(state["vault_id"]))
+        vkeys = VaultKeys.derive(master)
+        config = _load_config(providers, vkeys)
+        if config.vault_id.hex() != state["vault_id"]:
+            raise IntegrityError("the providers hold a different vault than the one configured here")
+        # The sealed config on the providers is the source of truth for the provider list.
+        for entry in config.providers:
+            if entry.id not in providers:
+                providers[entry.id] = open_provider(entry.url, jurisdiction=entry.jurisdiction,
+                                                    operator=entry.operator)
+        _write_state(home, config)
+        repo = Repository(config, vkeys, providers, cls._cache_dir(home, config.vault_id))
+        repo.load_index()
+        return cls(home, repo)
+
+    def close(self) -> None:
+        self.repo.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ operations
+
+    def backup(self, paths: list[str], progress: Progress | None = None,
+               tags: list[str] | None = None) -> tuple[str, formats.Snapshot, BackupStats]:
+        if not paths:
+            raise UsageError("name at least one path to back up")
+        for p in paths:
+            if not os.path.lexists(p):
+                raise UsageError(f"no such file or directory: {p}")
+        wanted = sorted(os.path.abspath(p) for p in paths)
+        parent = None
+        for sid, snap in reversed(self.repo.snapshots()):
+            if sorted(snap.paths) == wanted:
+                parent = (sid, snap)
+                break
+        job = Backup(self.repo, progress)
+        sid, snap = job.run(paths, parent, tags)
+        return sid, snap, job.stats
+
+    def snapshots(self) -> list[tuple[str, formats.Snapshot]]:
+        return self.repo.snapshots()
+
+    def snapshot(self, ref: str) -> tuple[str, formats.Snapshot]:
+        sid = self.repo.resolve_snapshot(ref)
+        return sid, self.repo.load_snapshot(sid)
+
+    def ls(self, ref: str, path: str = "") -> list[tuple[str, formats.Node]]:
+        _, snap = self.snapshot(ref)
+        node = find_node(self.repo, snap, path) if path.strip("/") else None
+        if node is None:
+            return list(walk(self.repo, snap.tree))
+        base = path.strip("/")
+        out = [(base, node)]
+        if node.type == "dir" and node.subtree is not None:
+            out += list(walk(self.repo, node.subtree, base + "/"))
+        return out
+
+    def restore(self, ref: str, target: Path, include: str | None = None,
+                progress: Progress | None = None) -> RestoreStats:
+        _, snap = self.snapshot(ref)
+        return Restore(self.repo, progress).run(snap, target, include)
+
+    def check(self, read_data: bool = False, progress: Callable[[int], None] | None = None) -> CheckReport:
+        report = CheckReport()
+        report.packs = len(self.repo.packs)
+        report.shares = sum(len(p.shares) for p in self.repo.packs.values())
+        report.problems += self.repo.check_shares(read_data, progress)
+        # Every snapshot's trees must load and every blob they name must be indexed.
+        snaps = self._check_snapshot_objects(report)
+        seen: set[bytes] = set()
+        for sid, snap in snaps:
+            try:
+                self._check_tree(snap.tree, seen, report)
+            except FreeholdError as exc:
+                report.problems.append(Problem("unreadable-snapshot", f"{sid[:12]}: {exc}"))
+        report.snapshots = len(snaps)
+        return report
+
+    def _check_snapshot_objects(self, report: CheckReport) -> list[tuple[str, formats.Snapshot]]:
+        ids = self.repo.snapshot_ids()
+        for pid, prov in self.repo.providers.items():
+            try:
+                held = {name for name, _ in prov.list(SNAPSHOT_PREFIX)}
+            except ProviderError:
+                continue  # reported by check_shares as unreachable
+            for sid in ids:
+                if SNAPSHOT_PREFIX + sid not in held:
+                    report.problems.append(Problem("missing-replica", "snapshot object missing",
+                                                   pid, SNAPSHOT_PREFIX + sid))
+        out = []
+        for sid in ids:
+            try:
+                out.append((sid, self.repo.load_snapshot(sid)))
+            except FreeholdError as exc:
+                report.problems.append(Problem("unreadable-snapshot", f"{sid[:12]}: {exc}"))
+        return out
+
+    def _check_tree(self, tree_id: bytes, seen: set[bytes], report: CheckReport) -> None:
+        if tree_id in seen:
+            return
+        seen.add(tree_id)
+        if tree_id not in self.repo.blobs:
+            report.problems.append(Problem("missing-blob", f"tree {tree_id.hex()[:12]} is in no index"))
+            return
+        for node in self.repo.load_tree(tree_id).nodes:
+            for c in node.content:
+                if c not in self.repo.blobs and c not in seen:
+                    seen.add(c)
+                    report.problems.append(Problem("missing-blob", f"data blob {c.hex()[:12]} of "
+                                                   f"{os.fsdecode(node.name)!r} is in no index"))
+            if node.subtree is not None:
+                self._check_tree(node.subtree, seen, report)
+
+    def stats(self) -> dict[str, Any]:
+        snaps = self.repo.snapshots()
+        logical = sum(s.size for _, s in snaps)
+        unique = sum(loc.entry.s for loc in self.repo.blobs.values())
+        packed = sum(p.len for p in self.repo.packs.values())
+        per_provider: dict[str, dict[str, Any]] = {}
+
+        def usage(item: tuple[str, Provider]) -> tuple[str, dict[str, Any]]:
+            pid, prov = item
+            try:
+                objs = list(prov.list(""))
+                return pid, {"url": prov.info.url, "objects": len(objs), "bytes": sum(z for _, z in objs)}
+            except ProviderError as exc:
+                return pid, {"url": prov.info.url, "error": str(exc), "objects": 0, "bytes": 0}
+
+        with ThreadPoolExecutor(8) as pool:
+            per_provider = dict(pool.map(usage, self.repo.providers.items()))
+        stored = sum(p["bytes"] for p in per_provider.values())
+        return {
+            "snapshots": len(snaps),
+            "logical_bytes": logical,
+            "unique_bytes": unique,
+            "packed_bytes": packed,
+            "stored_bytes": stored,
+            "packs": len(self.repo.packs),
+            "blobs": len(self.repo.blobs),
+            "k": self.repo.k,
+            "n": self.repo.n,
+            "dedup_ratio": logical / unique if unique else 1.0,
+            "overhead_ratio": stored / unique if unique else 0.0,
+            "providers": per_provider,
+        }
+
+    def clear_cache(self) -> None:
+        shutil.rmtree(self.home / "cache", ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _write_state(home: Path, config: formats.Config) -> None:
+    state = {
+        "vault_id": config.vault_id.hex(),
+        "k": config.k,
+        "n": config.n,
+        "providers": [{"id": p.id, "url": p.url, "jurisdiction": p.jurisdiction, "operator": p.operator}
+                      for p in config.providers],
+    }
+    tmp = home / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(home / STATE_FILE)
+
+
+def _read_state(home: Path) -> dict[str, Any]:
+    path = home / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaultNotFound(f"no vault configured in {home} (run 'freehold init' first, "
+                            "or set FREEHOLD_HOME)") from None
+    except (OSError, ValueError) as exc:
+        raise VaultNotFound(f"cannot read {path}: {exc}") from None
+    if not isinstance(state, dict) or "vault_id" not in state:
+        raise VaultNotFound(f"{path} is not a Freehold vault configuration")
+    return state
+
+
+def _unlock(providers: dict[str, Provider], passphrase: bytes, vault_id: bytes) -> bytes:
+    """Try every key object found on any provider; the first one the passphrase opens wins."""
+    seen: set[str] = set()
+    reachable = 0
+    last_error: FreeholdError | None = None
+    for prov in providers.values():
+        try:
+            names = [n for n, _ in prov.list(KEYS_PREFIX)]
+            reachable += 1
+        except ProviderError as exc:
+            last_error = exc
+            continue
+        for name in names:
+            if name in seen:
+                continue
+            try:
+                kf = keys.read_keyfile(prov.get(name))
+            except (ProviderError, IntegrityError):
+                continue
+            if kf.vault_id != vault_id:
+                continue
+            seen.add(name)
+            try:
+                return keys.unwrap(kf, passphrase)
+            except WrongPassphrase:
+                continue
+    if not reachable:
+        raise last_error or VaultNotFound("no provider is configured")
+    if not seen:
+        raise VaultNotFound("no provider holds a key for this vault")
+    raise WrongPassphrase("wrong passphrase")
+
+
+def _load_config(providers: dict[str, Provider], vkeys: VaultKeys) -> formats.Config:
+    last: FreeholdError | None = None
+    for prov in providers.values():
+        try:
+            return Repository.open_config(vkeys, prov.get(CONFIG_NAME))
+        except (ProviderError, IntegrityError) as exc:
+            last = exc
+    if isinstance(last, ObjectNotFound):
+        raise VaultNotFound("no provider holds this vault's config")
+    raise last or VaultNotFound("no provider holds this vault's config")
