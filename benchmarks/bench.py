@@ -308,10 +308,10 @@ def gen_tree(root: Path, seed: int, scale: float) -> dict[str, tuple[int, str]]:
     idx = 0
     leaf = 0
     while idx < count:
-        # ~20 files per directory, 2 or 3 levels deep: dNNN/sNN[/tN]
-        parts = [f"d{leaf // 40:03d}", f"s{(leaf // 4) % 10:02d}"]
-        if rng.random() < 0.5:
-            parts.append(f"t{leaf % 4}")
+        # ~20 files per directory, 2 or 3 levels deep: dNNN/sNN (files and one subdir t1) and dNNN/sNN/t1
+        parts = [f"d{leaf // 40:03d}", f"s{leaf % 40 // 2:02d}"]
+        if leaf % 2:
+            parts.append("t1")
         leaf += 1
         d = root.joinpath(*parts)
         d.mkdir(parents=True, exist_ok=True)
@@ -555,13 +555,8 @@ class Borg(System):
 
     def run_once(self, ds: DataSet, rundir: Path) -> RunResult:
         repo, base = rundir / "repo", rundir / "borg-base"
-        env = dict(
-            os.environ,
-            BORG_PASSPHRASE=PASSPHRASE,
-            BORG_BASE_DIR=str(base),
-            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
-            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
-        )
+        # BORG_BASE_DIR keeps borg's config, keys-security data and caches inside this run.
+        env = dict(os.environ, BORG_PASSPHRASE=PASSPHRASE, BORG_BASE_DIR=str(base))
         self._run([self.binary, "init", "--encryption", "repokey", str(repo)], env, rundir, "init")
         backup, _ = self._run(
             [self.binary, "create", f"{repo}::bench-1", str(ds.root)], env, rundir, "backup"
@@ -743,6 +738,7 @@ def summarise(runs: list[RunResult], input_bytes: int) -> dict[str, Any]:
         "stored_bytes": med(lambda r: r.stored_bytes),
         "per_provider_bytes": providers,
         "local_state_bytes": med(lambda r: r.local_state_bytes),
+        "verification_failures": sum(not r.verified for r in runs),
     }
 
 
@@ -750,11 +746,11 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str,
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for set_name, systems in summary.items():
         fh = systems.get("freehold")
-        if not fh:
+        if not fh or fh.get("failed"):
             continue
         for anchor in ("borg", "restic"):
             other = systems.get(anchor)
-            if not other:
+            if not other or other.get("failed"):
                 continue
             entry = out.setdefault(set_name, {})[f"freehold/{anchor}"] = {}
             for key in ("backup_mb_s", "restore_mb_s"):
@@ -799,7 +795,7 @@ def format_table(
     for set_name, systems in summary.items():
         for system, s in systems.items():
             if s.get("failed"):
-                row = [set_name, system, "FAILED: " + s["failed"].splitlines()[0][:80]]
+                row = [set_name, system, "FAILED: " + s["failed"].splitlines()[0][:120]]
                 lines.append(f"{row[0]:<7}  {row[1]:<9}  {row[2]}")
                 continue
             stored_ratio = s["stored_bytes"] / s["input_bytes"] if s["input_bytes"] else None
@@ -820,6 +816,11 @@ def format_table(
             lines.append(
                 "  ".join(f"{v:{align}{width}}" for v, (_n, width, align) in zip(values, cols, strict=True))
             )
+            if s["verification_failures"]:
+                lines.append(
+                    f"{'':<7}  {'':<9}  !!! restore verification FAILED in {s['verification_failures']} "
+                    f"of {s['repeats']} run(s)"
+                )
             if s["per_provider_bytes"]:
                 per = ", ".join(f"p{i + 1} {b / MB:,.1f}" for i, b in enumerate(s["per_provider_bytes"]))
                 lines.append(f"{'':<7}  {'':<9}  per provider MB: {per}")

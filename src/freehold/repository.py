@@ -157,7 +157,7 @@ class Repository:
                 names.update(name for name, _ in p.list(prefix))
                 ok += 1
             except ProviderError as exc:
-                log.warning("provider %s: cannot list %s: %s", pid, prefix, exc)
+                log.warning("provider %s unreachable: %s", pid, exc)
                 last = exc
         if ok == 0 and last is not None:
             raise last

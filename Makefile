@@ -1,0 +1,37 @@
+# Freehold: `make demo` runs the main job on local-directory providers; `make test` runs the whole suite.
+# Each target installs what it needs into .venv first (only Python 3.11+ and make are required).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-app: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-app
+
+demo: $(VENV)/.installed-app
+	$(BIN)/python -m freehold.demo
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
+
+test: $(VENV)/.installed-test lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench.py
+
+bench-quick: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench.py --scale 0.1 --repeat 3
+
+clean:
+	rm -rf $(VENV) demo-work bench-work

@@ -1,0 +1,347 @@
+"""The ``freehold`` command line. Talks only to :class:`freehold.vault.Vault`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from . import __version__
+from .errors import FreeholdError, UsageError
+from .vault import ProviderSpec, Vault
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Freehold: encrypted, deduplicated, erasure-coded backups on storage you choose.")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+PassFileOpt = Annotated[Path | None, typer.Option("--passphrase-file", help="Read the passphrase from FILE.",
+                                                  dir_okay=False)]
+
+
+def _passphrase(passphrase_file: Path | None, confirm: bool = False) -> str:
+    if passphrase_file is not None:
+        try:
+            return passphrase_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read passphrase file {passphrase_file}: {exc.strerror}") from None
+    env = os.environ.get("FREEHOLD_PASSPHRASE")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError("no passphrase: set FREEHOLD_PASSPHRASE, use --passphrase-file, or run in a terminal")
+    first = getpass.getpass("Vault passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise UsageError("the passphrases do not match")
+    return first
+
+
+def _open(passphrase_file: Path | None) -> Vault:
+    return Vault.open(_passphrase(passphrase_file))
+
+
+def _emit(data: Any) -> None:
+    out.out(json.dumps(data, indent=2, default=str), highlight=False)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+class BarProgress:
+    """Adapts the vault's progress callbacks to a rich progress bar on stderr, shown once work starts."""
+
+    def __init__(self, label: str) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+        self.label = label
+        self.task: Any = None
+        self.warnings: list[str] = []
+
+    def scanned(self, files: int, size: int) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=size)
+
+    def advance(self, size: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, size)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.bar.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.bar.stop()
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[BarProgress | None]:
+    if quiet:
+        yield None
+        return
+    prog = BarProgress(label)
+    try:
+        yield prog
+    finally:
+        prog.stop()
+
+
+class _OnceHandler(logging.Handler):
+    """Prints each distinct warning once, on one line, without a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg not in self.seen:
+            self.seen.add(msg)
+            err.print(f"warning: {msg}", markup=False, highlight=False)
+
+
+def _parse_provider(value: str) -> ProviderSpec:
+    """NAME=URL,jurisdiction=XX,operator=Y or a plain URL."""
+    head, *opts = value.split(",")
+    url = head.split("=", 1)[1] if "=" in head and "://" not in head.split("=", 1)[0] else head
+    spec = ProviderSpec(url)
+    for opt in opts:
+        key, _, val = opt.partition("=")
+        if key == "jurisdiction":
+            spec.jurisdiction = val.upper()
+        elif key == "operator":
+            spec.operator = val
+        else:
+            raise UsageError(f"unknown provider option {key!r} in {value!r}")
+    return spec
+
+
+@app.command()
+def init(
+    providers: Annotated[list[str], typer.Argument(help="Provider URLs, e.g. file:///abs/path.")],
+    k: Annotated[int, typer.Option("--k", help="Shares needed to read (k).")] = 3,
+    n: Annotated[int, typer.Option("--n", help="Shares written per pack (n).")] = 5,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a vault over N providers; any K of them can restore everything."""
+    specs = [_parse_provider(p) for p in providers]
+    passphrase = _passphrase(passphrase_file, confirm=True)
+    with Vault.init(specs, k, n, passphrase) as v:
+        vid = v.repo.config.vault_id.hex()
+        if as_json:
+            _emit({"vault_id": vid, "k": k, "n": n, "home": str(v.home),
+                   "providers": [p.url for p in v.repo.config.providers]})
+            return
+        out.print(f"Created vault {vid[:12]}: {k}-of-{n} over {len(specs)} providers "
+                  f"(survives the loss of any {n - k}).")
+        out.print(f"Local configuration: {v.home}")
+
+
+@app.command()
+def backup(
+    paths: Annotated[list[str], typer.Argument(help="Files or directories to back up.")],
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag the snapshot.")] = None,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up PATHs; print the new snapshot id on the last line."""
+    with _open(passphrase_file) as v, _progress("backup", as_json) as prog:
+        sid, snap, st = v.backup(paths, prog, tag)
+    if as_json:
+        _emit({"snapshot": sid, "files": st.files, "dirs": st.dirs, "size": st.size,
+               "new_bytes": st.new_bytes, "stored_bytes": st.stored_bytes,
+               "unchanged_files": st.unchanged_files, "skipped": st.skipped})
+        return
+    out.print(f"{st.files} files, {st.dirs} directories, {_size(st.size)}; "
+              f"{_size(st.new_bytes)} new, {_size(st.stored_bytes)} written across providers"
+              + (f"; {st.unchanged_files} unchanged files not re-read" if st.unchanged_files else ""))
+    if st.skipped:
+        out.print(f"[yellow]{len(st.skipped)} path(s) could not be read and were skipped:[/]")
+        for s in st.skipped:
+            out.print(f"  {s}")
+    out.print(sid)
+
+
+@app.command()
+def snapshots(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
+    """List snapshots: id, time, paths, size."""
+    with _open(passphrase_file) as v:
+        snaps = v.snapshots()
+    if as_json:
+        _emit([{"id": sid, "time": s.time, "host": s.host, "paths": s.paths, "size": s.size,
+                "files": s.files, "tags": s.tags} for sid, s in snaps])
+        return
+    table = Table("id", "time", "paths", "size", "files", box=None)
+    for sid, s in snaps:
+        when = datetime.fromisoformat(s.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(sid[:12], when, ", ".join(s.paths), _size(s.size), str(s.files))
+    out.print(table)
+    out.print(f"{len(snaps)} snapshot(s)")
+
+
+def _mode_str(node_type: str, mode: int) -> str:
+    prefix = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(node_type, stat.S_IFREG)
+    return stat.filemode(prefix | mode)
+
+
+@app.command()
+def ls(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id (or prefix, or 'latest').")],
+    path: Annotated[str, typer.Argument(help="Path inside the snapshot.")] = "",
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the files of a snapshot."""
+    with _open(passphrase_file) as v:
+        entries = v.ls(snapshot, path)
+    if as_json:
+        _emit([{"path": p, "type": nd.type, "mode": nd.mode, "size": nd.size, "mtime_ns": nd.mtime,
+                **({"target": os.fsdecode(nd.target)} if nd.target is not None else {})}
+               for p, nd in entries])
+        return
+    for p, nd in entries:
+        when = datetime.fromtimestamp(nd.mtime / 1e9).strftime("%Y-%m-%d %H:%M")
+        extra = f" -> {os.fsdecode(nd.target)}" if nd.target is not None else ""
+        out.print(f"{_mode_str(nd.type, nd.mode)} {nd.size:>12} {when}  {p}{extra}", markup=False)
+
+
+@app.command()
+def restore(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id (or prefix, or 'latest').")],
+    target: Annotated[Path, typer.Option("--target", help="Directory to restore into.")],
+    include: Annotated[str | None, typer.Option("--include", help="Restore only this path.")] = None,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a snapshot (or one path of it) into a directory."""
+    with _open(passphrase_file) as v, _progress("restore", as_json) as prog:
+        st = v.restore(snapshot, target, include, prog)
+        fallback = v.repo.read_stats.fallback_reads
+    if as_json:
+        _emit({"files": st.files, "dirs": st.dirs, "symlinks": st.symlinks, "size": st.size,
+               "target": str(target), "degraded_reads": fallback})
+        return
+    out.print(f"Restored {st.files} files, {st.dirs} directories, {st.symlinks} symlinks "
+              f"({_size(st.size)}) into {target}")
+    if fallback:
+        out.print(f"{fallback} read(s) were rebuilt from other shares: run 'freehold check --read-data'")
+
+
+@app.command()
+def check(
+    read_data: Annotated[bool, typer.Option("--read-data", help="Read and verify every share.")] = False,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify the vault; exit 0 when healthy, 1 with a report when not."""
+    with _open(passphrase_file) as v:
+        report = v.check(read_data)
+    problems = [{"kind": p.kind, "detail": p.detail, "provider": p.provider, "object": p.object}
+                for p in report.problems]
+    if as_json:
+        _emit({"healthy": report.healthy, "packs": report.packs, "shares": report.shares,
+               "snapshots": report.snapshots, "read_data": read_data, "problems": problems})
+    else:
+        what = "read and verified" if read_data else "present"
+        if report.healthy:
+            out.print(f"OK: {report.snapshots} snapshots, {report.packs} packs, all {report.shares} shares "
+                      f"{what}.")
+        else:
+            out.print(f"[red]{len(problems)} problem(s)[/] in {report.packs} packs / {report.shares} shares:")
+            for p in problems:
+                where = f" on {p['provider']}" if p["provider"] else ""
+                obj = f" {p['object']}" if p["object"] else ""
+                out.print(f"  {p['kind']}{where}:{obj} {p['detail']}", markup=False)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stats(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
+    """Logical bytes, stored bytes per provider, dedup and overhead ratios."""
+    with _open(passphrase_file) as v:
+        s = v.stats()
+    if as_json:
+        _emit(s)
+        return
+    out.print(f"snapshots: {s['snapshots']}   scheme: {s['k']}-of-{s['n']}")
+    out.print(f"logical bytes (all snapshots): {_size(s['logical_bytes'])}")
+    out.print(f"unique bytes (after dedup):    {_size(s['unique_bytes'])}")
+    out.print(f"stored bytes (all providers):  {_size(s['stored_bytes'])}")
+    out.print(f"dedup ratio: {s['dedup_ratio']:.2f}x   storage overhead: {s['overhead_ratio']:.2f}x "
+              f"(erasure coding alone: {s['n'] / s['k']:.2f}x)")
+    table = Table("provider", "url", "objects", "bytes", box=None)
+    for pid, p in s["providers"].items():
+        table.add_row(pid, p["url"], str(p["objects"]), _size(p["bytes"]) + (" (unreachable)"
+                                                                             if "error" in p else ""))
+    out.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("freehold")
+    if not any(isinstance(h, _OnceHandler) for h in logger.handlers):
+        logger.addHandler(_OnceHandler())
+    logger.propagate = False
+
+
+def main() -> None:
+    setup_logging()
+    try:
+        rc = app(standalone_mode=False)
+    except FreeholdError as exc:
+        err.print(f"freehold: error: {exc.message}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("freehold: interrupted; snapshots already saved are intact")
+        sys.exit(130)
+    except Exception as exc:  # a click usage error, or a bug
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("FREEHOLD_DEBUG"):
+            raise
+        err.print(f"freehold: internal error: {type(exc).__name__}: {exc} "
+                  "(set FREEHOLD_DEBUG=1 for details)", markup=False)
+        sys.exit(70)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
