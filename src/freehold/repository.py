@@ -189,6 +189,11 @@ class Repository:
 
     def _read_content_addressed(self, prefix: str, name_hex: str, kind: int, what: str) -> bytes:
         """Fetch (cache first) and verify a sealed object named by the keyed hash of its plaintext."""
+        return self._fetch_verified(prefix, name_hex, kind, what)[1]
+
+    def _fetch_verified(self, prefix: str, name_hex: str, kind: int, what: str,
+                        use_cache: bool = True) -> tuple[bytes, bytes]:
+        """(envelope, plaintext) of a content-addressed object, verified."""
         name = prefix + name_hex
         context = name.encode()
 
@@ -199,10 +204,10 @@ class Repository:
             return plain
 
         cpath = self._cached(prefix.rstrip("/"), name_hex)
-        env = self._cache_get(cpath)
+        env = self._cache_get(cpath) if use_cache else None
         if env is not None:
             try:
-                return verify(env)
+                return env, verify(env)
             except IntegrityError:
                 pass  # a damaged cache entry: fetch it again
         holder: list[bytes] = []
@@ -214,7 +219,37 @@ class Repository:
 
         plain = self._get_any(name, verify_keep)
         self._cache_put(cpath, holder[0])
-        return plain
+        return holder[0], plain
+
+    def heal_replicas(self) -> int:
+        """Copy index and snapshot objects to reachable providers that lack them.
+
+        An interrupted write can leave a metadata object on some providers only; it is
+        complete and valid (everything it points to was written first), so finishing
+        its replication is always safe. Returns the number of copies made."""
+        copies = 0
+        kinds = {INDEX_PREFIX: KIND_INDEX, SNAPSHOT_PREFIX: KIND_SNAPSHOT}
+        for prefix, kind in kinds.items():
+            listings: dict[str, set[str]] = {}
+            for pid, p in self.providers.items():
+                try:
+                    listings[pid] = {name for name, _ in p.list(prefix)}
+                except ProviderError:
+                    continue
+            union = set().union(*listings.values()) if listings else set()
+            for name in sorted(union):
+                missing = [pid for pid, names in listings.items() if name not in names]
+                if not missing:
+                    continue
+                try:
+                    env, _ = self._fetch_verified(prefix, name[len(prefix):], kind, name)
+                except FreeholdError as exc:
+                    log.warning("cannot heal %s: %s", name, exc)
+                    continue
+                for pid in missing:
+                    self.providers[pid].put(name, env)
+                    copies += 1
+        return copies
 
     def _write_content_addressed(self, prefix: str, kind: int, plain: bytes) -> str:
         name_hex = self.keys.name_id(plain).hex()

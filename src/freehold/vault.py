@@ -158,6 +158,7 @@ class Vault:
         for p in paths:
             if not os.path.lexists(p):
                 raise UsageError(f"no such file or directory: {p}")
+        self.repo.heal_replicas()
         wanted = sorted(os.path.abspath(p) for p in paths)
         parent = None
         for sid, snap in reversed(self.repo.snapshots()):

@@ -114,12 +114,12 @@ def translate_error(exc: Exception, what: str, *, bucket: str, endpoint: str,
             return ProviderPermission(f"{what}: wrong credentials: session token expired or invalid ({code})")
         if code == "RequestTimeTooSkewed":
             return ProviderPermission(f"{what}: request refused by {where}: this machine's clock is off")
+        if code in _QUOTA_CODES or status == 507:
+            return ProviderQuota(f"{what}: storage quota exceeded at {where} ({code or status})")
         if code in _PERMISSION_CODES or status == 403:
             return ProviderPermission(
                 f"{what}: access denied by {where} ({code or status}): wrong credentials "
                 f"or no permission on bucket {bucket!r}")
-        if code in _QUOTA_CODES or status == 507:
-            return ProviderQuota(f"{what}: storage quota exceeded at {where} ({code or status})")
         if code in _UNAVAILABLE_CODES or status >= 500 or status == 429:
             return ProviderUnavailable(
                 f"{what}: {where} keeps failing ({code or status}) after {attempts} attempts")

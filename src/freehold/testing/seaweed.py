@@ -176,9 +176,11 @@ class SeaweedServer:
             # Extra listeners this build opens by default, on fixed ports: off.
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false",
+            # Raft state resumed from disk makes a restart wait ~13 s for an election.
+            "-master.resumeState=false",
             # A missing bucket must stay missing (the default creates it on first PUT).
             "-s3.autoCreateBucket=false",
-            "-master.volumeSizeLimitMB=64", "-volume.max=64",
+            "-master.volumeSizeLimitMB=64", "-volume.max=128",
             # The default waits 10 s after SIGTERM before the volume server stops.
             "-volume.preStopSeconds=0",
             *self.extra_args,

@@ -1,0 +1,166 @@
+"""Property tests of the building blocks: envelope, share header, erasure code, chunker, formats."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from freehold import erasure, formats
+from freehold.chunking import Chunker, Compressor
+from freehold.crypto import KIND_DATA, KIND_INDEX, VaultKeys, open_sealed, seal
+from freehold.errors import IntegrityError
+from freehold.repository import _coalesce, _segments
+
+KEYS = VaultKeys.derive(bytes(range(32)))
+
+
+@given(st.binary(max_size=5000), st.binary(max_size=40))
+def test_envelope_round_trip(plain: bytes, context: bytes) -> None:
+    env = seal(KEYS.metadata, KIND_INDEX, context, plain)
+    assert open_sealed(KEYS.metadata, KIND_INDEX, context, env) == plain
+    assert plain == b"" or plain not in env
+
+
+@given(st.binary(min_size=1, max_size=2000), st.data())
+def test_envelope_detects_any_flip_truncation_or_context_change(plain: bytes, data: st.DataObject) -> None:
+    env = bytearray(seal(KEYS.metadata, KIND_DATA, b"ctx", plain))
+    pos = data.draw(st.integers(0, len(env) - 1))
+    env[pos] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(IntegrityError):
+        open_sealed(KEYS.metadata, KIND_DATA, b"ctx", bytes(env))
+    good = seal(KEYS.metadata, KIND_DATA, b"ctx", plain)
+    with pytest.raises(IntegrityError):
+        open_sealed(KEYS.metadata, KIND_DATA, b"ctx", good[: data.draw(st.integers(0, len(good) - 1))])
+    with pytest.raises(IntegrityError):
+        open_sealed(KEYS.metadata, KIND_DATA, b"other", good)
+    with pytest.raises(IntegrityError):
+        open_sealed(KEYS.metadata, KIND_INDEX, b"ctx", good)
+    with pytest.raises(IntegrityError):
+        open_sealed(VaultKeys.derive(os.urandom(32)).metadata, KIND_DATA, b"ctx", good)
+
+
+def test_subkeys_are_distinct_and_blob_keys_differ_per_blob() -> None:
+    ks = [KEYS.chunk_id, KEYS.data_root, KEYS.metadata, KEYS.object_name]
+    assert len(set(ks)) == 4
+    assert KEYS.blob_key(b"a" * 32) != KEYS.blob_key(b"b" * 32)
+    # keyed ids: another vault gets other ids for the same content
+    assert KEYS.blob_id(b"same") != VaultKeys.derive(os.urandom(32)).blob_id(b"same")
+
+
+@given(st.integers(1, 255), st.integers(1, 255), st.integers(0, 255), st.integers(0, 2**63),
+       st.integers(1, 2**40), st.binary(min_size=32, max_size=32))
+def test_share_header_round_trip(k: int, n: int, i: int, plen: int, stripe: int, pid: bytes) -> None:
+    h = formats.ShareHeader(k, n, i, plen, stripe, pid)
+    raw = h.pack()
+    assert len(raw) == formats.SHARE_HEADER_LEN
+    assert formats.ShareHeader.unpack(raw) == h
+    with pytest.raises(IntegrityError):
+        formats.ShareHeader.unpack(b"XXXX" + raw[4:])
+    with pytest.raises(IntegrityError):
+        formats.ShareHeader.unpack(raw[:10])
+
+
+@given(st.binary(min_size=0, max_size=3000), st.integers(1, 5), st.integers(0, 3), st.data())
+def test_erasure_any_k_shares_rebuild_the_pack(pack: bytes, k: int, extra: int, data: st.DataObject) -> None:
+    n = k + extra
+    shares = erasure.encode(pack, k, n)
+    size = erasure.stripe_size(len(pack), k)
+    assert all(len(s) == size for s in shares)
+    assert b"".join(bytes(s) for s in shares[:k])[: len(pack)] == pack  # systematic
+    chosen = data.draw(st.permutations(range(n)))[:k]
+    a = data.draw(st.integers(0, size - 1))
+    b = data.draw(st.integers(a + 1, size))
+    cols = erasure.decode_columns([(i, bytes(shares[i][a:b])) for i in chosen], k, n)
+    assert cols == [bytes(shares[j][a:b]) for j in range(k)]
+
+
+def test_erasure_every_combination_for_3_of_5() -> None:
+    pack = os.urandom(100_001)
+    shares = erasure.encode(pack, 3, 5)
+    for combo in itertools.combinations(range(5), 3):
+        got = erasure.decode_columns([(i, bytes(shares[i])) for i in combo], 3, 5)
+        assert b"".join(got)[: len(pack)] == pack
+
+
+@given(st.integers(0, 10_000), st.integers(1, 5000), st.integers(1, 3000))
+def test_segments_cover_the_range(start: int, length: int, stripe: int) -> None:
+    segs = _segments(start, start + length, stripe)
+    assert sum(b - a for _, a, b in segs) == length
+    pos = start
+    for j, a, b in segs:
+        assert j * stripe + a == pos and 0 <= a < b <= stripe
+        pos = j * stripe + b
+
+
+@given(st.lists(st.integers(1, 50_000), min_size=1, max_size=60), st.integers(1, 5))
+def test_coalesce_groups_stay_in_one_stripe_and_keep_every_blob(sizes: list[int], k: int) -> None:
+    offs = list(itertools.accumulate([0, *sizes]))
+    entries = [formats.PackEntry(id=bytes([i % 256]) * 32, t=0, o=o, l=s, s=s)
+               for i, (o, s) in enumerate(zip(offs, sizes, strict=False))]
+    rec = formats.PackRecord(id=b"p" * 32, len=offs[-1], k=k, n=k, shares=[], blobs=entries)
+    groups = list(_coalesce(rec, entries))
+    assert [e for g in groups for e in g] == entries
+    stripe = erasure.stripe_size(rec.len, k)
+    for g in groups:
+        assert len({e.o // stripe for e in g}) == 1
+
+
+@given(st.binary(max_size=200_000))
+def test_chunker_reassembles_and_is_deterministic(data: bytes) -> None:
+    ch = Chunker(seed=12345, min_size=1024, avg_size=4096, max_size=16384)
+    chunks = list(ch.chunks(io.BytesIO(data)))
+    assert b"".join(chunks) == data
+    assert chunks == list(ch.chunks(io.BytesIO(data)))
+    assert all(len(c) <= 16384 for c in chunks)
+
+
+def test_chunker_seed_changes_boundaries() -> None:
+    data = os.urandom(2_000_000)
+    a = [len(c) for c in Chunker(seed=1, min_size=1024, avg_size=8192, max_size=65536).chunks(io.BytesIO(data))]
+    b = [len(c) for c in Chunker(seed=99, min_size=1024, avg_size=8192, max_size=65536).chunks(io.BytesIO(data))]
+    assert a != b
+
+
+@given(st.binary(max_size=100_000) | st.text(max_size=50_000).map(str.encode))
+def test_compressor_round_trip(data: bytes) -> None:
+    import zstandard
+
+    enc = Compressor().encode(data)
+    body = enc[1:]
+    assert enc[0] in (formats.COMP_NONE, formats.COMP_ZSTD)
+    out = body if enc[0] == formats.COMP_NONE else zstandard.ZstdDecompressor().decompress(body)
+    assert out == data
+    assert len(enc) <= len(data) + 1
+
+
+def test_compressor_skips_random_data_and_packs_text() -> None:
+    c = Compressor()
+    assert c.encode(os.urandom(300_000))[0] == formats.COMP_NONE
+    assert c.encode(b"hello world " * 30_000)[0] == formats.COMP_ZSTD
+
+
+node_st = st.builds(
+    formats.Node, name=st.binary(min_size=1, max_size=40), type=st.sampled_from(["file", "dir", "symlink"]),
+    mode=st.integers(0, 0o7777), mtime=st.integers(-(2**62), 2**62), size=st.integers(0, 2**50),
+    content=st.lists(st.binary(min_size=32, max_size=32), max_size=5),
+    subtree=st.none() | st.binary(min_size=32, max_size=32), target=st.none() | st.binary(max_size=50))
+
+
+@given(st.lists(node_st, max_size=10))
+def test_tree_encoding_round_trip(nodes: list[formats.Node]) -> None:
+    tree = formats.Tree(v=1, nodes=nodes)
+    assert formats.decode(formats.encode(tree), formats.Tree, "tree") == tree
+
+
+@given(st.binary(max_size=200))
+def test_decoding_garbage_is_an_integrity_error_not_a_crash(junk: bytes) -> None:
+    for typ in (formats.Tree, formats.Snapshot, formats.IndexFile, formats.Config, formats.KeyFile):
+        try:
+            formats.decode(junk, typ, "x")
+        except IntegrityError:
+            pass
