@@ -21,10 +21,12 @@ import random
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -183,22 +185,37 @@ class Runner:
         out_path, err_path, time_path = (logdir / f"{label}.{ext}" for ext in ("out", "err", "time"))
         full = [self.time_bin, "-v", "-o", str(time_path), *cmd] if self.time_bin else list(cmd)
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        timed_out = threading.Event()
         t0 = time.perf_counter()
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                p = subprocess.run(
+                # Popen.wait(timeout=...) polls in steps of up to 50 ms, which would quantise short wall
+                # times; a blocking wait plus a watchdog timer keeps them exact.
+                p = subprocess.Popen(
                     full,
                     env=env,
                     cwd=cwd,
                     stdout=out,
                     stderr=err,
                     stdin=subprocess.DEVNULL,
-                    timeout=self.timeout,
+                    start_new_session=True,
                 )
-        except subprocess.TimeoutExpired as exc:
-            raise CommandFailed(f"{label}: timed out after {self.timeout:.0f} s: {shlex.join(cmd)}") from exc
+
+                def kill() -> None:
+                    timed_out.set()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGKILL)
+
+                watchdog = threading.Timer(self.timeout, kill)
+                watchdog.start()
+                try:
+                    p.wait()
+                finally:
+                    watchdog.cancel()
         except OSError as exc:
             raise CommandFailed(f"{label}: cannot run {shlex.join(cmd)}: {exc}") from exc
+        if timed_out.is_set():
+            raise CommandFailed(f"{label}: killed after {self.timeout:g} s: {shlex.join(cmd)}")
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         stdout = out_path.read_text(errors="replace")
@@ -468,7 +485,8 @@ class Freehold(System):
         self.cmd = cmd
 
     def version(self) -> str:
-        return tool_version([*self.cmd, "--version"])
+        v = tool_version([*self.cmd, "version"])
+        return tool_version([*self.cmd, "--version"]) if v.startswith("unknown") else v
 
     def check(self) -> str | None:
         """Return None if the CLI answers ``--help``, else the reason it is unusable."""
