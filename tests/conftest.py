@@ -50,8 +50,9 @@ class Env:
     def cli_env(self) -> dict[str, str]:
         return {**os.environ, "FREEHOLD_HOME": str(self.home), "FREEHOLD_PASSPHRASE": PASS}
 
-    def cli(self, *args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=self.cli_env(),
+    def cli(self, *args: str, check: bool = True, prefix: list[str] | None = None,
+            **kw: object) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*(prefix or []), sys.executable, "-m", "freehold.cli", *args], env=self.cli_env(),
                               capture_output=True, text=True, **kw)  # type: ignore[call-overload]
         if check and proc.returncode != 0:
             raise AssertionError(f"freehold {' '.join(args)} failed ({proc.returncode}):\n"

@@ -29,15 +29,18 @@ def check_params(k: int, n: int) -> None:
         raise UsageError(f"need 1 <= k <= n <= 255 (got k={k}, n={n})")
 
 
-def encode(pack: bytes | memoryview, k: int, n: int) -> list[memoryview]:
-    """Return the n share payloads (stripe i for i < k, then parity)."""
+def encode(pack: bytearray, k: int, n: int) -> list[memoryview]:
+    """Return the n share payloads (stripe i for i < k, then parity).
+
+    The pack is zero-padded in place to k * stripe bytes (the caller owns it) so that
+    the data shares are views into it: no copy of the pack is made."""
     size = stripe_size(len(pack), k)
-    padded = memoryview(pack) if len(pack) == k * size else memoryview(
-        bytes(pack) + bytes(k * size - len(pack)))
-    stripes = [padded[i * size:(i + 1) * size] for i in range(k)]
+    pack.extend(bytes(k * size - len(pack)))
+    view = memoryview(pack)
+    stripes = [view[i * size:(i + 1) * size] for i in range(k)]
     if n == k:
         return stripes
-    parity = zfec.Encoder(k, n).encode([bytes(s) for s in stripes], list(range(k, n)))
+    parity = zfec.Encoder(k, n).encode(stripes, list(range(k, n)))
     return stripes + [memoryview(p) for p in parity]
 
 

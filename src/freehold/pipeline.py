@@ -28,7 +28,7 @@ from .formats import BLOB_DATA, BLOB_TREE, Node, PackEntry, PackRecord
 from .repository import Repository
 
 INDEX_EVERY = 32           # packs per index object: bounds the work a crash can lose
-MAX_SEALS_IN_FLIGHT = 16   # chunks (<= 4 MiB each) waiting for compression and sealing
+MAX_SEALS_IN_FLIGHT = 4    # chunks (<= 4 MiB each) waiting for compression and sealing
 MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and written
 
 
@@ -81,7 +81,7 @@ class _PackStream:
         if not self.entries:
             return
         self.buf += Repository.pack_trailer(self.owner.repo.keys, self.entries)
-        self.owner.submit_pack(bytes(self.buf), self.entries)
+        self.owner.submit_pack(self.buf, self.entries)
         self.buf = bytearray()
         self.entries = []
 
@@ -141,7 +141,7 @@ class Backup:
             self.repo.cache_tree(blob_id, env)
         return blob_id
 
-    def submit_pack(self, pack: bytes, entries: list[PackEntry]) -> None:
+    def submit_pack(self, pack: bytearray, entries: list[PackEntry]) -> None:
         self._pack_slots.acquire()
         self.stats.packed_bytes += len(pack)
         fut = self._pack_pool.submit(self._write_pack, pack, entries)
@@ -149,7 +149,7 @@ class Backup:
         while self._packs and self._packs[0].done():
             self._collect_pack()
 
-    def _write_pack(self, pack: bytes, entries: list[PackEntry]) -> PackRecord:
+    def _write_pack(self, pack: bytearray, entries: list[PackEntry]) -> PackRecord:
         try:
             return self.repo.write_pack(pack, entries)
         finally:

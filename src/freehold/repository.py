@@ -352,19 +352,22 @@ class Repository:
         ranked = sorted(self.providers, key=lambda pid: blake3.blake3(pack_id + pid.encode()).digest())
         return ranked[: self.n]
 
-    def write_pack(self, pack: bytes | bytearray, entries: list[PackEntry]) -> PackRecord:
-        """Erasure-code a pack and write its n shares in parallel. Returns when all are durable."""
+    def write_pack(self, pack: bytearray, entries: list[PackEntry]) -> PackRecord:
+        """Erasure-code a pack and write its n shares in parallel. Returns when all are durable.
+        Takes ownership of ``pack`` (it is padded in place)."""
         pack_id = self.keys.name_id(pack)
+        pack_len = len(pack)
         payloads = erasure.encode(pack, self.k, self.n)
         stripe = len(payloads[0])
         where = self.placement(pack_id)
         records: list[ShareRecord | None] = []
         futures: list[Future[None]] = []
         for i, payload in enumerate(payloads):
-            header = ShareHeader(self.k, self.n, i, len(pack), stripe, pack_id).pack()
-            obj = header + payload
-            records.append(ShareRecord(p=where[i], h=blake3.blake3(obj).digest(), z=len(obj)))
-            futures.append(self._pool.submit(self.providers[where[i]].put, share_name(pack_id, i), obj))
+            header = ShareHeader(self.k, self.n, i, pack_len, stripe, pack_id).pack()
+            digest = blake3.blake3(header).update(payload).digest()
+            records.append(ShareRecord(p=where[i], h=digest, z=len(header) + len(payload)))
+            futures.append(self._pool.submit(self.providers[where[i]].put, share_name(pack_id, i),
+                                             (header, payload)))
         errors = []
         for i, fut in enumerate(futures):
             try:
@@ -373,7 +376,7 @@ class Repository:
                 errors.append(f"share {i} on {where[i]}: {exc}")
         if errors:
             raise errors_to_exc(errors)
-        rec = PackRecord(id=pack_id, len=len(pack), k=self.k, n=self.n, shares=records, blobs=entries)
+        rec = PackRecord(id=pack_id, len=pack_len, k=self.k, n=self.n, shares=records, blobs=entries)
         return rec
 
     @staticmethod

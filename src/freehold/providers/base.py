@@ -6,9 +6,25 @@ untrusted: everything read from it is verified above this layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+
+Buffer = bytes | bytearray | memoryview
+# Objects may be handed over in parts (e.g. share header + payload) to spare a copy.
+Data = Buffer | Sequence[Buffer]
+
+
+def as_parts(data: Data) -> list[memoryview]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return [memoryview(data)]
+    return [memoryview(p) for p in data]
+
+
+def joined(data: Data) -> bytes:
+    parts = as_parts(data)
+    return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -33,7 +49,9 @@ class Provider(Protocol):
 
     info: ProviderInfo
 
-    def put(self, name: str, data: bytes | memoryview) -> None: ...
+    def put(self, name: str, data: Data) -> None:
+        """Store ``data`` (one buffer, or a sequence of buffers to concatenate) under ``name``."""
+        ...
 
     def get(self, name: str, start: int | None = None, end: int | None = None) -> bytes: ...
 

@@ -23,7 +23,7 @@ from ..errors import (
     ProviderUnavailable,
     UsageError,
 )
-from .base import ProviderInfo
+from .base import Data, ProviderInfo, as_parts
 
 TMP_PREFIX = ".tmp-"
 
@@ -78,7 +78,7 @@ class LocalProvider:
         except OSError as exc:
             raise _translate(exc, f"provider directory {self.root}") from None
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
+    def put(self, name: str, data: Data) -> None:
         path = self._path(name)
         parent = path.parent
         tmp = parent / f"{TMP_PREFIX}{path.name}-{secrets.token_hex(6)}"
@@ -90,10 +90,9 @@ class LocalProvider:
                 self._made_dirs.add(key)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                for view in as_parts(data):
+                    while view:
+                        view = view[os.write(fd, view):]
                 if self._fsync:
                     os.fsync(fd)
             finally:

@@ -46,7 +46,7 @@ from ..errors import (
     ProviderUnavailable,
     UsageError,
 )
-from .base import ProviderInfo
+from .base import Data, ProviderInfo, joined
 
 __all__ = ["S3Provider", "translate_error"]
 
@@ -66,6 +66,7 @@ _URL_PARAMS = ("endpoint", "region", "profile", "connect_timeout", "read_timeout
                "addressing")
 # Parameter names someone might try to smuggle a credential through.
 _SECRET_PARAMS = re.compile(r"(secret|access|key|token|password|credential|session)", re.IGNORECASE)
+_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 _PERMISSION_CODES = {
@@ -123,7 +124,7 @@ def translate_error(exc: Exception, what: str, *, bucket: str, endpoint: str,
         if code in _UNAVAILABLE_CODES or status >= 500 or status == 429:
             return ProviderUnavailable(
                 f"{what}: {where} keeps failing ({code or status}) after {attempts} attempts")
-        if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+        if code in _REGION_CODES:
             return ProviderError(f"{what}: bucket {bucket!r} is in another region; set ?region= in the URL")
         return ProviderError(f"{what}: S3 error {code or '?'} (HTTP {status or '?'}) from {where}")
     if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):
@@ -132,8 +133,6 @@ def translate_error(exc: Exception, what: str, *, bucket: str, endpoint: str,
             f"or name a profile with ?profile=")
     if isinstance(exc, bexc.CredentialRetrievalError):
         return ProviderPermission(f"{what}: could not load S3 credentials from the profile")
-    if isinstance(exc, bexc.ProfileNotFound):
-        return UsageError(f"{what}: AWS profile not found: {_one_line(getattr(exc, 'kwargs', {}).get('profile', ''))}")
     if isinstance(exc, bexc.ConnectTimeoutError | bexc.ReadTimeoutError):
         return ProviderUnavailable(f"{what}: {where} timed out after {attempts} attempts")
     if isinstance(exc, bexc.EndpointConnectionError):
@@ -159,7 +158,8 @@ def _int_param(name: str, value: str) -> int:
     try:
         result = int(value)
     except ValueError:
-        raise UsageError(f"S3 URL parameter {name} must be an integer, got {_one_line(value, 40)!r}") from None
+        raise UsageError(f"S3 URL parameter {name} must be an integer, got {_one_line(value, 40)!r}") \
+            from None
     if result < 1:
         raise UsageError(f"S3 URL parameter {name} must be at least 1")
     return result
@@ -187,7 +187,8 @@ class S3Provider:
             if ep.scheme not in ("http", "https") or not ep.hostname:
                 raise UsageError("S3 endpoint must be an http:// or https:// URL")
             if ep.username or ep.password:
-                raise UsageError("credentials never go in the S3 endpoint URL: use AWS_* variables or a profile")
+                raise UsageError("credentials never go in the S3 endpoint URL: "
+                                 "use AWS_* variables or a profile")
             endpoint = endpoint.rstrip("/")
         if addressing not in (None, "path", "virtual"):
             raise UsageError("S3 URL parameter addressing must be 'path' or 'virtual'")
@@ -265,15 +266,10 @@ class S3Provider:
         return cls(bucket, unquote(parsed.path), **options)
 
     def _make_client(self) -> Any:
-        core = botocore.session.Session(profile=self.profile or None)
-        # Only environment variables and named profiles: no network-probing sources.
-        resolver = core.get_component("credential_provider")
-        for method in ("iam-role", "container-role"):
-            resolver.remove(method)
         config = Config(
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
-            retries={"mode": "standard", "max_attempts": self.attempts},
+            retries={"mode": "standard", "total_max_attempts": self.attempts},
             max_pool_connections=self._pool,
             s3={"addressing_style": self._addressing},
             # Content-MD5 is the integrity check every S3 clone understands; the newer
@@ -283,6 +279,11 @@ class S3Provider:
             user_agent_extra="freehold",
         )
         try:
+            core = botocore.session.Session(profile=self.profile or None)
+            # Only environment variables and named profiles: no network-probing sources.
+            resolver = core.get_component("credential_provider")
+            for method in ("iam-role", "container-role"):
+                resolver.remove(method)
             session = boto3.session.Session(botocore_session=core)
             return session.client("s3", endpoint_url=self.endpoint or None,
                                   region_name=self.region or None, config=config)
@@ -356,15 +357,16 @@ class S3Provider:
         try:
             self._client.create_bucket(**kwargs)
         except bexc.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if exc.response.get("Error", {}).get("Code") in ("BucketAlreadyOwnedByYou",
+                                                              "BucketAlreadyExists"):
                 return
             raise self._translate(exc, what) from None
         except bexc.BotoCoreError as exc:
             raise self._translate(exc, what) from None
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
+    def put(self, name: str, data: Data) -> None:
         key = self._key(name)
-        body = data if isinstance(data, bytes) else bytes(data)
+        body = data if isinstance(data, bytes) else joined(data)  # one body: MD5 and retries need it
         digest = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
         try:
             # A single PUT is atomic in S3: readers see the old object or the whole new one.

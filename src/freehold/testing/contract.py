@@ -103,6 +103,16 @@ class ProviderContract:
         provider.put("mv", memoryview(buf)[100:600])
         assert provider.get("mv") == bytes(buf[100:600])
 
+    def test_put_accepts_parts(self, provider: Provider) -> None:
+        head, body = b"header:", bytearray(_payload(3000, 4))
+        provider.put("parts", [head, memoryview(body)[:2000], bytearray(b"tail")])
+        assert provider.get("parts") == head + bytes(body[:2000]) + b"tail"
+        provider.put("one-part", [b"only"])
+        assert provider.get("one-part") == b"only"
+        provider.put("no-parts", [])
+        assert provider.get("no-parts") == b""
+        assert provider.head("no-parts") == 0
+
     def test_get_missing(self, provider: Provider) -> None:
         with pytest.raises(ObjectNotFound) as info:
             provider.get("no/such/object")
@@ -150,7 +160,16 @@ class ProviderContract:
         provider.put("h/present", b"12345")
         assert provider.head("h/present") == 5
         assert provider.head("h/absent") is None
-        assert provider.head("h") is None  # a "directory" is not an object
+
+    def test_prefix_of_names_is_not_an_object(self, provider: Provider) -> None:
+        # "h" is only the start of "h/present"; file-backed providers must not mistake it
+        # (their directory) for an object.
+        provider.put("h/present", b"12345")
+        assert provider.head("h") is None
+        with pytest.raises(ObjectNotFound):
+            provider.get("h")
+        provider.delete("h")
+        assert provider.get("h/present") == b"12345"
 
     def test_list_with_prefix_and_nesting(self, provider: Provider) -> None:
         objects = {"a/1": b"x", "a/b/2": b"xx", "a/b/c/3": b"xxx", "ab": b"xxxx", "b/4": b"", "top": b"t"}

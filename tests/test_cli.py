@@ -1,0 +1,168 @@
+"""The command line: the forms issue 2 fixes, --json everywhere, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import Env, same_tree, write_tree
+
+def _no_traceback(proc: object) -> None:
+    text = proc.stdout + proc.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in text, text
+    err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("freehold: error:")]  # type: ignore[attr-defined]
+    assert len(err_lines) == 1, proc.stderr  # type: ignore[attr-defined]
+
+
+def test_cli_full_cycle_with_json(env: Env, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", small=40, big=500_000)
+    init = json.loads(env.cli("init", "--k", "3", "--n", "5", *env.urls, "--json").stdout)
+    assert init["k"] == 3 and len(init["providers"]) == 5
+    out = env.cli("backup", str(src)).stdout
+    sid = out.strip().splitlines()[-1]
+    assert len(sid) == 64 and all(c in "0123456789abcdef" for c in sid)
+    b2 = json.loads(env.cli("backup", str(src), "--json").stdout)
+    assert b2["unchanged_files"] == b2["files"] and b2["new_bytes"] == 0
+    snaps = json.loads(env.cli("snapshots", "--json").stdout)
+    assert [s["id"] for s in snaps][0] == sid and snaps[0]["paths"] == [str(src)]
+    assert sid[:12] in env.cli("snapshots").stdout
+    listing = json.loads(env.cli("ls", sid[:10], "src/d0", "--json").stdout)
+    assert {e["path"] for e in listing} >= {"src/d0", "src/d0/e0/f0.txt"}
+    assert "src/link -> d0/e0/f0.txt" in env.cli("ls", "latest").stdout
+    rs = json.loads(env.cli("restore", "latest", "--target", str(tmp_path / "out"), "--json").stdout)
+    assert rs["files"] > 40
+    same_tree(src, tmp_path / "out" / "src")
+    env.cli("restore", sid, "--target", str(tmp_path / "one"), "--include", "src/d2/e2")
+    assert [p.name for p in (tmp_path / "one" / "src" / "d2").iterdir()] == ["e2"]
+    chk = json.loads(env.cli("check", "--read-data", "--json").stdout)
+    assert chk["healthy"] and chk["problems"] == []
+    st = json.loads(env.cli("stats", "--json").stdout)
+    assert st["logical_bytes"] == 2 * snaps[0]["size"]
+    assert 1.9 < st["dedup_ratio"] < 2.1
+    assert set(st["providers"]) == {"p1", "p2", "p3", "p4", "p5"}
+    assert all(p["bytes"] > 0 for p in st["providers"].values())
+    assert "dedup ratio" in env.cli("stats").stdout
+
+
+def test_check_reports_and_fails_on_missing_provider(env: Env, tmp_path: Path) -> None:
+    env.cli("init", "--k", "3", "--n", "5", *env.urls)
+    env.cli("backup", str(write_tree(tmp_path / "src", small=5)))
+    shutil.rmtree(env.providers[2])
+    proc = env.cli("check", check=False)
+    assert proc.returncode == 1 and "p3" in proc.stdout and "missing" in proc.stdout
+    assert json.loads(env.cli("check", "--json", check=False).stdout)["healthy"] is False
+
+
+def test_passphrase_file_and_prompt_free_errors(env: Env, tmp_path: Path) -> None:
+    pf = tmp_path / "pass"
+    pf.write_text("from a file\n")
+    e2 = {k: v for k, v in env.cli_env().items() if k != "FREEHOLD_PASSPHRASE"}
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=e2, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL)
+
+    assert run("init", *env.urls, "--passphrase-file", str(pf)).returncode == 0
+    assert run("snapshots", "--passphrase-file", str(pf)).returncode == 0
+    no_pass = run("snapshots")
+    assert no_pass.returncode == 2 and "FREEHOLD_PASSPHRASE" in no_pass.stderr
+    _no_traceback(no_pass)
+    wrong = env.cli("snapshots", check=False)  # env passphrase differs from the file's
+    assert wrong.returncode == 4 and "wrong passphrase" in wrong.stderr
+    _no_traceback(wrong)
+
+
+@pytest.mark.parametrize("args,code,words", [
+    (["backup", "/definitely/not/here"], 2, "no such file"),
+    (["restore", "abcdef012345", "--target", "/tmp/x"], 5, "no snapshot"),
+    (["ls", "latest", "no/such/path"], 2, "not in this snapshot"),
+])
+def test_bad_input_is_one_line_and_nonzero(env: Env, tmp_path: Path, args: list[str], code: int,
+                                           words: str) -> None:
+    env.cli("init", *env.urls)
+    env.cli("backup", str(write_tree(tmp_path / "src", small=2)))
+    proc = env.cli(*args, check=False)
+    assert proc.returncode == code, proc.stderr
+    assert words in proc.stderr
+    _no_traceback(proc)
+
+
+@pytest.mark.parametrize("k,n", [("0", "5"), ("4", "3"), ("3", "6"), ("2", "300")])
+def test_k_n_out_of_range(env: Env, k: str, n: str) -> None:
+    proc = env.cli("init", "--k", k, "--n", n, *env.urls, check=False)
+    assert proc.returncode == 2
+    _no_traceback(proc)
+
+
+def test_no_vault_and_unknown_provider_url(env: Env) -> None:
+    proc = env.cli("snapshots", check=False)
+    assert proc.returncode == 3 and "freehold init" in proc.stderr
+    _no_traceback(proc)
+    proc = env.cli("init", "ftp://example/x", *env.urls[1:], check=False)
+    assert proc.returncode == 2
+    _no_traceback(proc)
+
+
+def test_missing_provider_directory(env: Env, tmp_path: Path) -> None:
+    missing = env.urls[:4] + [(tmp_path / "not-there").as_uri()]
+    proc = env.cli("init", *missing, check=False)
+    assert proc.returncode == 7 and "not-there" in proc.stderr and "missing" in proc.stderr
+    _no_traceback(proc)
+    env.cli("init", *env.urls)
+    shutil.rmtree(env.providers[4])
+    proc = env.cli("backup", str(write_tree(tmp_path / "src", small=2)), check=False)
+    assert proc.returncode == 7 and "missing" in proc.stderr
+    _no_traceback(proc)
+
+
+def _limited() -> list[str]:
+    """Run the CLI so that file modes bind it: as root, drop the capabilities that bypass them."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: file modes cannot be enforced")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def test_unreadable_file_is_skipped_with_warning_and_listed(env: Env, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", small=10)
+    secret = src / "d1" / "locked.txt"
+    secret.write_text("cannot read me")
+    secret.chmod(0)
+    env.cli("init", *env.urls)
+    proc = env.cli("backup", str(src), prefix=_limited())
+    assert "skipped" in proc.stderr and "locked.txt" in proc.stderr
+    assert "locked.txt" in proc.stdout.split("skipped:")[-1]
+    sid = proc.stdout.strip().splitlines()[-1]
+    listing = env.cli("ls", sid).stdout
+    assert "locked.txt" not in listing and "src/d1/e1/f1.txt" in listing
+
+
+def test_read_only_provider(env: Env, tmp_path: Path) -> None:
+    env.providers[1].chmod(0o555)
+    proc = env.cli("init", *env.urls, check=False, prefix=_limited())
+    assert proc.returncode == 7 and "permission denied" in proc.stderr
+    _no_traceback(proc)
+    env.providers[1].chmod(0o755)
+    env.cli("init", *env.urls)
+    src = write_tree(tmp_path / "src", small=3)
+    env.cli("backup", str(src))
+    for d in [env.providers[1], *env.providers[1].rglob("*")]:
+        if d.is_dir():
+            d.chmod(0o555)
+    (src / "new").write_bytes(os.urandom(2000))
+    proc = env.cli("backup", str(src), check=False, prefix=_limited())
+    assert proc.returncode == 7 and "permission denied" in proc.stderr
+    _no_traceback(proc)
+    # The failed backup damaged nothing: the first snapshot is still the only one and restores.
+    env.cli("restore", "latest", "--target", str(tmp_path / "out"))
+    assert env.cli("snapshots", "--json").stdout.count('"id"') == 1
+    for d in [env.providers[1], *env.providers[1].rglob("*")]:
+        if d.is_dir():
+            d.chmod(0o755)
