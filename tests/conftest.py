@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from freehold.demo import digest_tree
+from freehold.keys import KdfParams
 from freehold.vault import ProviderSpec, Vault
 
 settings.register_profile("ci", max_examples=60, deadline=None,
@@ -40,7 +41,8 @@ class Env:
         return [p.as_uri() for p in self.providers]
 
     def init(self) -> Vault:
-        v = Vault.init([ProviderSpec(u) for u in self.urls], self.k, self.n, PASS, home=self.home)
+        v = Vault.init([ProviderSpec(u) for u in self.urls], self.k, self.n, PASS, home=self.home,
+                       kdf=KdfParams.weak(64))
         v.close()
         return self.open()
 
@@ -52,7 +54,8 @@ class Env:
 
     def cli(self, *args: str, check: bool = True, prefix: list[str] | None = None,
             **kw: object) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*(prefix or []), sys.executable, "-m", "freehold.cli", *args], env=self.cli_env(),
+        cmd = [*(prefix or []), sys.executable, "-m", "freehold.cli", *args]
+        proc = subprocess.run(cmd, env=self.cli_env(),
                               capture_output=True, text=True, **kw)  # type: ignore[call-overload]
         if check and proc.returncode != 0:
             raise AssertionError(f"freehold {' '.join(args)} failed ({proc.returncode}):\n"

@@ -11,6 +11,7 @@ import pytest
 
 from .conftest import Env, same_tree, write_tree
 
+
 def _no_traceback(proc: object) -> None:
     text = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     assert "Traceback" not in text, text

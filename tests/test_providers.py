@@ -94,20 +94,11 @@ def _s3(server: SeaweedServer, bucket: str = BUCKET_A, prefix: str | None = None
 # -- the contract on every provider ----------------------------------------------------------------
 
 
-LOCAL_DIRECTORY_BUG = pytest.mark.xfail(
-    reason="LocalProvider.head() stats a directory and returns its size, and get() of it raises "
-           "ProviderUnavailable (IsADirectoryError) instead of ObjectNotFound", strict=False)
-
-
 class TestLocalContract(ProviderContract):
     def make_provider(self, request: pytest.FixtureRequest) -> Provider:
         root = request.getfixturevalue("tmp_path") / "store"
         root.mkdir()
         return LocalProvider(root)
-
-    @LOCAL_DIRECTORY_BUG
-    def test_prefix_of_names_is_not_an_object(self, provider: Provider) -> None:
-        super().test_prefix_of_names_is_not_an_object(provider)
 
 
 class TestFaultyWrapperContract(ProviderContract):
@@ -119,10 +110,6 @@ class TestFaultyWrapperContract(ProviderContract):
         root = request.getfixturevalue("tmp_path") / "store"
         root.mkdir()
         return FaultyProvider(LocalProvider(root, fsync=False), seed=1)
-
-    @LOCAL_DIRECTORY_BUG
-    def test_prefix_of_names_is_not_an_object(self, provider: Provider) -> None:
-        super().test_prefix_of_names_is_not_an_object(provider)
 
 
 @needs_weed

@@ -121,8 +121,11 @@ def test_chunker_reassembles_and_is_deterministic(data: bytes) -> None:
 
 def test_chunker_seed_changes_boundaries() -> None:
     data = os.urandom(2_000_000)
-    a = [len(c) for c in Chunker(seed=1, min_size=1024, avg_size=8192, max_size=65536).chunks(io.BytesIO(data))]
-    b = [len(c) for c in Chunker(seed=99, min_size=1024, avg_size=8192, max_size=65536).chunks(io.BytesIO(data))]
+    def sizes(seed: int) -> list[int]:
+        ch = Chunker(seed=seed, min_size=1024, avg_size=8192, max_size=65536)
+        return [len(c) for c in ch.chunks(io.BytesIO(data))]
+
+    a, b = sizes(1), sizes(99)
     assert a != b
 
 

@@ -33,8 +33,8 @@ def make_sample(root: Path, big_mib: int, small: int, seed: int = 7) -> tuple[in
         with open(root / "videos" / f"clip-{i}.bin", "wb") as f:
             for _ in range(big_mib):
                 f.write(rng.randbytes(1024 * 1024))
-    words = ("freehold vault share provider snapshot guardian passphrase family record health "
-             "letter photo invoice contract deed").split()
+    words = ["freehold", "vault", "share", "provider", "snapshot", "guardian", "passphrase", "family",
+             "record", "health", "letter", "photo", "invoice", "contract", "deed"]
     for i in range(small):
         d = root / "documents" / f"year-{2000 + i % 20}" / f"month-{i % 12 + 1:02d}"
         d.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def run(work: Path, big_mib: int, small: int) -> int:
         prog = BarProgress("   backing up")
         t = time.perf_counter()
         try:
-            sid, _, st = v.backup([str(sample)], prog)
+            sid, _, _ = v.backup([str(sample)], prog)
         finally:
             prog.stop()
         dt = time.perf_counter() - t

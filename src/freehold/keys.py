@@ -8,7 +8,6 @@ breaking old key objects.
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 
@@ -26,12 +25,9 @@ class KdfParams:
     p: int = 4
 
     @classmethod
-    def from_env(cls) -> KdfParams:
-        """Defaults, unless FREEHOLD_KDF_MEMORY_KIB lowers the memory cost (test suites only)."""
-        mem = os.environ.get("FREEHOLD_KDF_MEMORY_KIB")
-        if mem:
-            return cls(t=1, m=max(8 * 4, int(mem)), p=1)
-        return cls()
+    def weak(cls, memory_kib: int) -> KdfParams:
+        """Cheap parameters, for test suites that open hundreds of vaults. Never a default."""
+        return cls(t=1, m=max(8, memory_kib), p=1)
 
 
 def _stretch(passphrase: bytes, salt: bytes, params: KdfParams) -> bytes:

@@ -18,35 +18,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from . import formats
 from .chunking import Chunker, Compressor
 from .crypto import KIND_DATA, KIND_TREE, seal
 from .errors import FreeholdError, UsageError
 from .formats import BLOB_DATA, BLOB_TREE, Node, PackEntry, PackRecord
+from .progress import NullProgress, Progress
 from .repository import Repository
 
 INDEX_EVERY = 32           # packs per index object: bounds the work a crash can lose
 MAX_SEALS_IN_FLIGHT = 4    # chunks (<= 4 MiB each) waiting for compression and sealing
 MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and written
-
-
-class Progress(Protocol):
-    def scanned(self, files: int, size: int) -> None: ...
-    def advance(self, size: int) -> None: ...
-    def warn(self, message: str) -> None: ...
-
-
-class NullProgress:
-    def scanned(self, files: int, size: int) -> None:
-        pass
-
-    def advance(self, size: int) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import formats
 from .errors import UsageError
 from .formats import Node
-from .pipeline import NullProgress, Progress
+from .progress import NullProgress, Progress
 from .repository import Repository
 
 BATCH_BYTES = 32 * 1024 * 1024

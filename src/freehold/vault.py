@@ -30,7 +30,8 @@ from .errors import (
     VaultNotFound,
     WrongPassphrase,
 )
-from .pipeline import Backup, BackupStats, Progress
+from .pipeline import Backup, BackupStats
+from .progress import Progress
 from .providers import Provider, open_provider
 from .repository import CONFIG_NAME, KEYS_PREFIX, SNAPSHOT_PREFIX, Problem, Repository
 from .restore import Restore, RestoreStats, find_node, walk
@@ -100,7 +101,7 @@ class Vault:
                                 pack_size=PACK_SIZE, providers=entries, created=now)
         master = keys.new_master_secret()
         vkeys = VaultKeys.derive(master)
-        keyfile = keys.wrap(master, passphrase.encode(), vault_id, kdf or keys.KdfParams.from_env(), now)
+        keyfile = keys.wrap(master, passphrase.encode(), vault_id, kdf or keys.KdfParams(), now)
         repo = Repository(config, vkeys, providers, cls._cache_dir(home, vault_id))
         # Key objects first, then the config that needs them: a half-made vault is never mistaken
         # for a working one because `config` is what marks a provider as holding a vault.

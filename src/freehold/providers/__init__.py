@@ -8,7 +8,7 @@ from ..errors import UsageError
 from .base import Provider, ProviderInfo
 from .local import LocalProvider
 
-__all__ = ["Provider", "ProviderInfo", "LocalProvider", "open_provider"]
+__all__ = ["LocalProvider", "Provider", "ProviderInfo", "open_provider"]
 
 
 def open_provider(url: str, *, jurisdiction: str = "", operator: str = "") -> Provider:

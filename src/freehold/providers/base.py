@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-
 Buffer = bytes | bytearray | memoryview
 # Objects may be handed over in parts (e.g. share header + payload) to spare a copy.
 Data = Buffer | Sequence[Buffer]

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -29,7 +30,7 @@ TMP_PREFIX = ".tmp-"
 
 
 def _translate(exc: OSError, what: str) -> ProviderError:
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return ObjectNotFound(f"{what}: not found")
     if isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return ProviderPermission(f"{what}: permission denied (read-only or not ours)")
@@ -128,8 +129,9 @@ class LocalProvider:
 
     def head(self, name: str) -> int | None:
         try:
-            return self._path(name).stat().st_size
-        except FileNotFoundError:
+            st = self._path(name).stat()
+            return None if stat.S_ISDIR(st.st_mode) else st.st_size
+        except (FileNotFoundError, NotADirectoryError):
             self._require_root()
             return None
         except OSError as exc:
