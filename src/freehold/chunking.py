@@ -22,6 +22,8 @@ MAX_SIZE = 4 * 1024 * 1024
 PROBE = 64 * 1024
 PROBE_RATIO = 0.97
 ZSTD_LEVEL = 3
+# Files up to this size are read whole and cut in memory.
+WHOLE_FILE = 8 * 1024 * 1024
 
 
 def _compiled() -> bool:
@@ -36,8 +38,19 @@ class Chunker:
         _compiled()
         self._cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size, seed=seed)
 
+    def cut(self, data: bytes) -> Iterator[bytes | memoryview]:
+        """Chunks of an in-memory buffer, as views into it. Used for files up to WHOLE_FILE
+        bytes: the stream chunker sets up a max_size buffer per stream (~0.6 ms a file)."""
+        if len(data) <= self._cdc.min_size:
+            if data:
+                yield data
+            return
+        view = memoryview(data)
+        for chunk in self._cdc.cut_buf(data):
+            yield view[chunk.offset: chunk.offset + chunk.length]
+
     def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
-        """Yield the chunks of a stream as independent bytes (memory stays ~max_size)."""
+        """Chunks of a stream of any size; memory stays about max_size."""
         for chunk in self._cdc.cut_stream(stream):
             yield bytes(chunk.data)
 

@@ -29,13 +29,22 @@ def check_params(k: int, n: int) -> None:
         raise UsageError(f"need 1 <= k <= n <= 255 (got k={k}, n={n})")
 
 
-def encode(pack: bytearray, k: int, n: int) -> list[memoryview]:
-    """Return the n share payloads (stripe i for i < k, then parity).
+def padded_size(pack_len: int, k: int) -> int:
+    return k * stripe_size(pack_len, k)
 
-    The pack is zero-padded in place to k * stripe bytes (the caller owns it) so that
+
+def encode(pack: bytearray, pack_len: int, k: int, n: int) -> list[memoryview]:
+    """Return the n share payloads (stripe i for i < k, then parity) of ``pack[:pack_len]``.
+
+    The buffer is zero-padded in place to k * stripe bytes (the caller owns it) so that
     the data shares are views into it: no copy of the pack is made."""
-    size = stripe_size(len(pack), k)
-    pack.extend(bytes(k * size - len(pack)))
+    size = stripe_size(pack_len, k)
+    total = k * size
+    if len(pack) < total:
+        pack.extend(bytes(total - len(pack)))
+    elif len(pack) > total:
+        del pack[total:]
+    pack[pack_len:total] = bytes(total - pack_len)  # same length: zeroes the tail without moving
     view = memoryview(pack)
     stripes = [view[i * size:(i + 1) * size] for i in range(k)]
     if n == k:

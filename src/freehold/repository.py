@@ -352,12 +352,11 @@ class Repository:
         ranked = sorted(self.providers, key=lambda pid: blake3.blake3(pack_id + pid.encode()).digest())
         return ranked[: self.n]
 
-    def write_pack(self, pack: bytearray, entries: list[PackEntry]) -> PackRecord:
-        """Erasure-code a pack and write its n shares in parallel. Returns when all are durable.
-        Takes ownership of ``pack`` (it is padded in place)."""
-        pack_id = self.keys.name_id(pack)
-        pack_len = len(pack)
-        payloads = erasure.encode(pack, self.k, self.n)
+    def write_pack(self, pack: bytearray, pack_len: int, entries: list[PackEntry]) -> PackRecord:
+        """Erasure-code a pack (its first ``pack_len`` bytes; the buffer may already be padded and
+        is padded in place) and write its n shares in parallel. Returns when all are durable."""
+        pack_id = self.keys.name_id(memoryview(pack)[:pack_len])
+        payloads = erasure.encode(pack, pack_len, self.k, self.n)
         stripe = len(payloads[0])
         where = self.placement(pack_id)
         records: list[ShareRecord | None] = []

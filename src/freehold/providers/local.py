@@ -165,7 +165,7 @@ class LocalProvider:
     def delete(self, name: str) -> None:
         try:
             self._path(name).unlink()
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return  # no object of that name (a directory is a prefix, not an object)
         except OSError as exc:
             raise _translate(exc, f"delete {name} in {self.root}") from None
