@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from freehold import erasure, formats
 from freehold.chunking import Chunker, Compressor
-from freehold.crypto import KIND_DATA, KIND_INDEX, VaultKeys, open_sealed, seal
+from freehold.crypto import ENC_NONE, ENC_ZSTD, KIND_DATA, KIND_INDEX, VaultKeys, open_sealed, seal
 from freehold.errors import IntegrityError
 from freehold.repository import _coalesce, _segments
 
@@ -130,21 +130,36 @@ def test_chunker_seed_changes_boundaries() -> None:
 
 
 @given(st.binary(max_size=100_000) | st.text(max_size=50_000).map(str.encode))
-def test_compressor_round_trip(data: bytes) -> None:
-    import zstandard
-
-    enc = Compressor().encode(data)
-    body = enc[1:]
-    assert enc[0] in (formats.COMP_NONE, formats.COMP_ZSTD)
-    out = body if enc[0] == formats.COMP_NONE else zstandard.ZstdDecompressor().decompress(body)
-    assert out == data
-    assert len(enc) <= len(data) + 1
+def test_compressed_envelope_round_trip(data: bytes) -> None:
+    encoding, body = Compressor().encode(data)
+    assert encoding in (ENC_NONE, ENC_ZSTD) and len(body) <= len(data)
+    env = seal(KEYS.metadata, KIND_DATA, b"c", body, encoding)
+    assert open_sealed(KEYS.metadata, KIND_DATA, b"c", env) == data
+    # The encoding byte is authenticated: flipping it is detected, not misdecoded.
+    bad = bytearray(env)
+    bad[4] ^= 1
+    with pytest.raises(IntegrityError):
+        open_sealed(KEYS.metadata, KIND_DATA, b"c", bad)
 
 
 def test_compressor_skips_random_data_and_packs_text() -> None:
     c = Compressor()
-    assert c.encode(os.urandom(300_000))[0] == formats.COMP_NONE
-    assert c.encode(b"hello world " * 30_000)[0] == formats.COMP_ZSTD
+    assert c.encode(os.urandom(300_000))[0] == ENC_NONE
+    assert c.encode(b"hello world " * 30_000)[0] == ENC_ZSTD
+
+
+@given(st.binary(max_size=400_000), st.integers(20_000, 120_000))
+def test_block_reader_cuts_exactly_where_whole_buffer_cutting_does(data: bytes, block: int) -> None:
+    import freehold.chunking as chunking
+
+    ch = Chunker(seed=777, min_size=1024, avg_size=4096, max_size=16384)
+    old = chunking.READ_BLOCK
+    chunking.READ_BLOCK = block
+    try:
+        streamed = [bytes(c) for c in ch.chunks(io.BytesIO(data))]
+    finally:
+        chunking.READ_BLOCK = old
+    assert streamed == [bytes(c) for c in ch.cut(data)]
 
 
 node_st = st.builds(

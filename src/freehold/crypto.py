@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from dataclasses import dataclass
 
 import blake3
+import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -24,8 +26,10 @@ KEY_LEN = 32
 NONCE_LEN = 12
 TAG_LEN = 16
 ENVELOPE_VERSION = 1
-# magic "FE", version, kind: authenticated as associated data together with the context.
-_HEADER = struct.Struct(">2sBB")
+# magic "FE", version, kind, encoding: authenticated as associated data with the context.
+_HEADER = struct.Struct(">2sBBB")
+ENC_NONE = 0
+ENC_ZSTD = 1
 ENVELOPE_OVERHEAD = _HEADER.size + NONCE_LEN + TAG_LEN
 
 # Envelope kinds (one byte, part of the authenticated header).
@@ -79,28 +83,58 @@ class VaultKeys:
         return blake3.blake3(data, key=self.object_name).digest()
 
 
-def seal(key: bytes, kind: int, context: bytes, plaintext: bytes | memoryview) -> bytes:
-    """Envelope: "FE" | version | kind | nonce(12) | AES-256-GCM(ciphertext || tag)."""
-    header = _HEADER.pack(b"FE", ENVELOPE_VERSION, kind)
+def seal(key: bytes, kind: int, context: bytes, body: bytes | bytearray | memoryview,
+         encoding: int = ENC_NONE) -> bytearray:
+    """Envelope: "FE" | version | kind | encoding | nonce(12) | AES-256-GCM(body) || tag.
+
+    ``body`` is already encoded (e.g. zstd-compressed) as ``encoding`` says; the encoding
+    byte is authenticated with the rest of the header. Encrypts straight into the
+    envelope buffer: no copy of the body is made."""
+    header = _HEADER.pack(b"FE", ENVELOPE_VERSION, kind, encoding)
     nonce = os.urandom(NONCE_LEN)
-    return header + nonce + AESGCM(key).encrypt(nonce, bytes(plaintext), header + context)
+    start = _HEADER.size + NONCE_LEN
+    env = bytearray(start + len(body) + TAG_LEN)
+    env[: _HEADER.size] = header
+    env[_HEADER.size: start] = nonce
+    AESGCM(key).encrypt_into(nonce, body, header + context, memoryview(env)[start:])
+    return env
 
 
-def open_sealed(key: bytes, kind: int, context: bytes, envelope: bytes | memoryview,
+def open_sealed(key: bytes, kind: int, context: bytes, envelope: bytes | bytearray | memoryview,
                 what: str = "object") -> bytes:
-    env = bytes(envelope)
+    """Authenticate, decrypt and decode an envelope; any mismatch is an IntegrityError."""
+    env = memoryview(envelope)
     if len(env) < ENVELOPE_OVERHEAD:
         raise IntegrityError(f"{what} is truncated")
-    magic, version, got_kind = _HEADER.unpack_from(env)
+    magic, version, got_kind, encoding = _HEADER.unpack_from(env)
     if magic != b"FE":
         raise IntegrityError(f"{what} is not a Freehold envelope")
     if version != ENVELOPE_VERSION:
         raise IntegrityError(f"{what} has unsupported envelope version {version}")
     if got_kind != kind:
         raise IntegrityError(f"{what} has the wrong kind ({got_kind}, expected {kind})")
-    header = env[: _HEADER.size]
+    if encoding not in (ENC_NONE, ENC_ZSTD):
+        raise IntegrityError(f"{what} has unknown encoding {encoding}")
+    header = env[: _HEADER.size].tobytes()
     nonce = env[_HEADER.size: _HEADER.size + NONCE_LEN]
     try:
-        return AESGCM(key).decrypt(nonce, env[_HEADER.size + NONCE_LEN:], header + context)
+        body = AESGCM(key).decrypt(nonce, env[_HEADER.size + NONCE_LEN:], header + context)
     except InvalidTag:
         raise IntegrityError(f"{what} failed authentication (damaged, swapped or foreign)") from None
+    if encoding == ENC_NONE:
+        return body
+    # Authenticated above: only our own writer can have made this frame.
+    try:
+        return _decompressor().decompress(body)
+    except zstandard.ZstdError:
+        raise IntegrityError(f"{what} does not decompress") from None
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d

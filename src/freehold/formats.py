@@ -21,10 +21,6 @@ FORMAT_VERSION = 1
 BLOB_DATA = 0
 BLOB_TREE = 1
 
-# First byte of a blob's plaintext: how the rest is encoded.
-COMP_NONE = 0
-COMP_ZSTD = 1
-
 
 class PackEntry(msgspec.Struct, frozen=True):
     id: bytes          # 32-byte keyed BLAKE3 of the chunk/tree plaintext

@@ -55,11 +55,11 @@ class _PackStream:
     def __init__(self, owner: Backup, blob_type: int) -> None:
         self.owner = owner
         self.blob_type = blob_type
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | bytearray] = []
         self.size = 0
         self.entries: list[PackEntry] = []
 
-    def add(self, blob_id: bytes, env: bytes, size: int) -> None:
+    def add(self, blob_id: bytes, env: bytes | bytearray, size: int) -> None:
         self.entries.append(PackEntry(id=blob_id, t=self.blob_type, o=self.size, l=len(env), s=size))
         self.parts.append(env)
         self.size += len(env)
@@ -97,7 +97,7 @@ class Backup:
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="freehold-seal")
         self._pack_pool = ThreadPoolExecutor(MAX_PACKS_IN_FLIGHT, thread_name_prefix="freehold-pack")
         self._pack_slots = threading.BoundedSemaphore(MAX_PACKS_IN_FLIGHT)
-        self._seals: collections.deque[tuple[list[tuple[bytes, int]], Future[list[bytes]]]] = (
+        self._seals: collections.deque[tuple[list[tuple[bytes, int]], Future[list[bytearray]]]] = (
             collections.deque())
         self._batch: list[tuple[bytes, bytes | memoryview]] = []
         self._batch_bytes = 0
@@ -114,9 +114,13 @@ class Backup:
             c = self._local.c = Compressor()
         return c
 
-    def _seal_many(self, items: list[tuple[bytes, bytes | memoryview]]) -> list[bytes]:
+    def _seal_many(self, items: list[tuple[bytes, bytes | memoryview]]) -> list[bytearray]:
         comp = self._compressor()
-        return [seal(self.keys.blob_key(bid), KIND_DATA, bid, comp.encode(data)) for bid, data in items]
+        out = []
+        for bid, data in items:
+            encoding, body = comp.encode(data)
+            out.append(seal(self.keys.blob_key(bid), KIND_DATA, bid, body, encoding))
+        return out
 
     def _add_data(self, data: bytes | memoryview) -> bytes:
         blob_id = self.keys.blob_id(data)
@@ -157,7 +161,7 @@ class Backup:
         blob_id = self.keys.blob_id(plain)
         if blob_id not in self.repo.blobs and blob_id not in self._pending:
             self._pending.add(blob_id)
-            env = seal(self.keys.blob_key(blob_id), KIND_TREE, blob_id, b"\x00" + plain)
+            env = seal(self.keys.blob_key(blob_id), KIND_TREE, blob_id, plain)
             self._trees.add(blob_id, env, len(plain))
             self.repo.cache_tree(blob_id, env)
         return blob_id
