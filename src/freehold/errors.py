@@ -11,6 +11,8 @@ Storage errors are translated into these at the provider boundary.
     ├── SnapshotNotFound               exit 5
     ├── IntegrityError                 exit 6   data failed verification and could not be repaired
     ├── NotEnoughShares (Integrity)    exit 6
+    ├── GuardianShareError             exit 8   guardian (SLIP-39) shares that cannot recover a key
+    ├── PolicyError                    exit 9   a placement policy the providers cannot satisfy
     └── ProviderError                  exit 7   base of the provider errors below
         ├── ObjectNotFound                      (not retryable)
         ├── ProviderUnavailable                 (retryable)
@@ -57,6 +59,14 @@ class IntegrityError(FreeholdError):
 
 class NotEnoughShares(IntegrityError):
     pass
+
+
+class GuardianShareError(FreeholdError):
+    exit_code = 8
+
+
+class PolicyError(FreeholdError):
+    exit_code = 9
 
 
 class ProviderError(FreeholdError):
