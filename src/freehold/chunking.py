@@ -12,7 +12,7 @@ from typing import BinaryIO
 import zstandard
 from pyfastcdc import FastCDC
 
-from .crypto import ENC_NONE, ENC_ZSTD
+from .formats import ENC_NONE, ENC_ZSTD
 
 MIN_SIZE = 256 * 1024
 AVG_SIZE = 1024 * 1024

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__, keys
+from . import __version__, formats, keys, placement
 from .errors import FreeholdError, UsageError
 from .vault import ProviderSpec, Vault
 
@@ -132,8 +132,8 @@ class _OnceHandler(logging.Handler):
 def _parse_provider(value: str) -> ProviderSpec:
     """NAME=URL,jurisdiction=XX,operator=Y or a plain URL."""
     head, *opts = value.split(",")
-    url = head.split("=", 1)[1] if "=" in head and "://" not in head.split("=", 1)[0] else head
-    spec = ProviderSpec(url)
+    name, sep, rest = head.partition("=")
+    spec = ProviderSpec(rest, name=name) if sep and "://" not in name else ProviderSpec(head)
     for opt in opts:
         key, _, val = opt.partition("=")
         if key == "jurisdiction":
@@ -145,20 +145,44 @@ def _parse_provider(value: str) -> ProviderSpec:
     return spec
 
 
+AllowOpt = Annotated[str | None, typer.Option("--allow", help="Jurisdictions shares may live in, e.g. DE,FR.")]
+MinJurOpt = Annotated[int, typer.Option("--min-jurisdictions", help="Each pack across at least this many.")]
+MaxOpOpt = Annotated[int, typer.Option("--max-per-operator", help="At most this many shares of a pack per "
+                                                                  "operator (0: no limit).")]
+
+
+def _policy(allow: str | None, min_jurisdictions: int, max_per_operator: int) -> formats.Policy:
+    codes = [c.strip().upper() for c in (allow or "").split(",") if c.strip()]
+    for c in codes:
+        if len(c) != 2 or not c.isalpha():
+            raise UsageError(f"--allow: {c!r} is not an ISO 3166 alpha-2 code such as DE")
+    if min_jurisdictions < 1 or max_per_operator < 0:
+        raise UsageError("--min-jurisdictions must be >= 1 and --max-per-operator >= 0")
+    return formats.Policy(allow=codes, min_jurisdictions=min_jurisdictions, max_per_operator=max_per_operator)
+
+
 @app.command()
 def init(
-    providers: Annotated[list[str], typer.Argument(help="Provider URLs, e.g. file:///abs/path.")],
+    providers: Annotated[list[str] | None, typer.Argument(help="Provider URLs, e.g. file:///abs/path.")] = None,
+    provider: Annotated[list[str] | None, typer.Option(
+        "--provider", help="NAME=URL,jurisdiction=XX,operator=Y (repeatable).")] = None,
     k: Annotated[int, typer.Option("--k", help="Shares needed to read (k).")] = 3,
     n: Annotated[int, typer.Option("--n", help="Shares written per pack (n).")] = 5,
+    allow: AllowOpt = None,
+    min_jurisdictions: MinJurOpt = 1,
+    max_per_operator: MaxOpOpt = 0,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a vault over N providers; any K of them can restore everything."""
-    specs = [_parse_provider(p) for p in providers]
+    specs = [_parse_provider(p) for p in [*(providers or []), *(provider or [])]]
+    if not specs:
+        raise UsageError("name the providers: freehold init --k 3 --n 5 file:///abs/p1 ... (or --provider)")
+    policy = _policy(allow, min_jurisdictions, max_per_operator)
     passphrase = _passphrase(passphrase_file, confirm=True)
     weak = os.environ.get("FREEHOLD_KDF_MEMORY_KIB")  # test suites only: see keys.KdfParams.weak
     kdf = keys.KdfParams.weak(int(weak)) if weak and weak.isdigit() else None
-    with Vault.init(specs, k, n, passphrase, kdf=kdf) as v:
+    with Vault.init(specs, k, n, passphrase, kdf=kdf, policy=policy) as v:
         vid = v.repo.config.vault_id.hex()
         if as_json:
             _emit({"vault_id": vid, "k": k, "n": n, "home": str(v.home),
@@ -173,17 +197,23 @@ def init(
 def backup(
     paths: Annotated[list[str], typer.Argument(help="Files or directories to back up.")],
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag the snapshot.")] = None,
+    degraded: Annotated[bool, typer.Option(
+        "--degraded", help="Proceed when some providers are down, if at least k+1 take writes.")] = False,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Back up PATHs; print the new snapshot id on the last line."""
     with _open(passphrase_file) as v, _progress("backup", as_json) as prog:
-        sid, _, st = v.backup(paths, prog, tag)
+        sid, _, st = v.backup(paths, prog, tag, degraded=degraded)
+        missing = sorted(v.repo.down)
     if as_json:
         _emit({"snapshot": sid, "files": st.files, "dirs": st.dirs, "size": st.size,
                "new_bytes": st.new_bytes, "stored_bytes": st.stored_bytes,
-               "unchanged_files": st.unchanged_files, "skipped": st.skipped})
+               "unchanged_files": st.unchanged_files, "skipped": st.skipped, "providers_down": missing})
         return
+    if missing:
+        out.print(f"[yellow]Degraded backup:[/] providers {', '.join(missing)} were down; their shares are "
+                  "missing (see 'freehold check').")
     out.print(f"{st.files} files, {st.dirs} directories, {_size(st.size)}; "
               f"{_size(st.new_bytes)} new, {_size(st.stored_bytes)} written across providers"
               + (f"; {st.unchanged_files} unchanged files not re-read" if st.unchanged_files else ""))
@@ -307,6 +337,78 @@ def stats(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None
         table.add_row(pid, p["url"], str(p["objects"]), _size(p["bytes"]) + (" (unreachable)"
                                                                              if "error" in p else ""))
     out.print(table)
+
+
+provider_app = typer.Typer(help="Add and list the vault's providers.", no_args_is_help=True)
+policy_app = typer.Typer(help="Where shares may live: jurisdictions and operators.", no_args_is_help=True)
+app.add_typer(provider_app, name="provider")
+app.add_typer(policy_app, name="policy")
+
+
+@provider_app.command("add")
+def provider_add(
+    name: Annotated[str, typer.Argument(help="A short name for the provider.")],
+    url: Annotated[str, typer.Argument(help="file:///abs/path or s3://bucket/prefix?endpoint=...")],
+    jurisdiction: Annotated[str, typer.Option("--jurisdiction", help="ISO 3166 code, e.g. DE.")] = "",
+    operator: Annotated[str, typer.Option("--operator", help="Who runs it, e.g. hetzner.")] = "",
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a provider; it receives copies of keys, index and snapshots at once."""
+    with _open(passphrase_file) as v:
+        entry = v.add_provider(ProviderSpec(url, jurisdiction, operator, name))
+    if as_json:
+        _emit({"id": entry.id, "url": entry.url, "jurisdiction": entry.jurisdiction, "operator": entry.operator})
+        return
+    out.print(f"Added provider {entry.id} ({entry.url}); new packs may now be placed on it.")
+
+
+@provider_app.command("list")
+def provider_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
+    """Providers with health, jurisdiction, operator and bytes held."""
+    with _open(passphrase_file) as v:
+        rows = v.provider_status()
+    if as_json:
+        _emit([r.__dict__ for r in rows])
+        return
+    table = Table("name", "health", "jurisdiction", "operator", "shares", "bytes", "url", box=None)
+    for r in rows:
+        health = "[green]ok[/]" if r.healthy else f"[red]down[/] ({r.error})"
+        table.add_row(r.id, health, r.jurisdiction or "-", r.operator or "-", str(r.shares), _size(r.bytes), r.url)
+    out.print(table)
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+@policy_app.command("set")
+def policy_set(
+    allow: AllowOpt = None,
+    min_jurisdictions: MinJurOpt = 1,
+    max_per_operator: MaxOpOpt = 0,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set the placement policy; refused, with the reason, if the providers cannot satisfy it."""
+    policy = _policy(allow, min_jurisdictions, max_per_operator)
+    with _open(passphrase_file) as v:
+        misplaced = v.set_policy(policy)
+    if as_json:
+        _emit({"policy": formats.encode_json(policy), "packs_placed_otherwise": misplaced})
+        return
+    out.print(f"Policy set: {placement.describe(policy)}.")
+    if misplaced:
+        out.print(f"{misplaced} existing pack(s) were placed under the old policy and stay where they are.")
+
+
+@policy_app.command("show")
+def policy_show(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the placement policy."""
+    with _open(passphrase_file) as v:
+        policy = v.repo.config.policy
+    if as_json:
+        _emit(formats.encode_json(policy))
+        return
+    out.print(placement.describe(policy))
 
 
 @app.command()

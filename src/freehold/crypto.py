@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
+from . import formats
 from .errors import IntegrityError
 
 KEY_LEN = 32
@@ -28,8 +29,8 @@ TAG_LEN = 16
 ENVELOPE_VERSION = 1
 # magic "FE", version, kind, encoding: authenticated as associated data with the context.
 _HEADER = struct.Struct(">2sBBB")
-ENC_NONE = 0
-ENC_ZSTD = 1
+ENC_NONE = formats.ENC_NONE
+ENC_ZSTD = formats.ENC_ZSTD
 ENVELOPE_OVERHEAD = _HEADER.size + NONCE_LEN + TAG_LEN
 
 # Envelope kinds (one byte, part of the authenticated header).

@@ -17,6 +17,10 @@ from .errors import IntegrityError
 
 FORMAT_VERSION = 1
 
+# Envelope body encodings (the envelope header's fifth byte).
+ENC_NONE = 0
+ENC_ZSTD = 1
+
 # Blob kinds, as recorded in pack trailers and the index.
 BLOB_DATA = 0
 BLOB_TREE = 1
@@ -95,6 +99,12 @@ class ProviderEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     operator: str = ""
 
 
+class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
+    allow: list[str] = []              # ISO 3166 alpha-2 codes; empty: anywhere
+    min_jurisdictions: int = 1
+    max_per_operator: int = 0          # 0: no limit
+
+
 class Chunker(msgspec.Struct, frozen=True):
     min: int
     avg: int
@@ -110,6 +120,7 @@ class Config(msgspec.Struct, frozen=True, omit_defaults=True):
     pack_size: int
     providers: list[ProviderEntry]
     created: str = ""
+    policy: Policy = Policy()
 
 
 class KeyFile(msgspec.Struct, frozen=True):
@@ -129,6 +140,11 @@ _encoder = msgspec.msgpack.Encoder()
 
 def encode(obj: Any) -> bytes:
     return _encoder.encode(obj)
+
+
+def encode_json(obj: Any) -> Any:
+    """A struct as plain JSON-ready builtins (for --json output)."""
+    return msgspec.to_builtins(obj)
 
 
 T = TypeVar("T")

@@ -12,13 +12,14 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import blake3
 
-from . import erasure, formats
+from . import erasure, formats, placement
 from .crypto import (
     KIND_CONFIG,
     KIND_INDEX,
@@ -34,6 +35,7 @@ from .errors import (
     IntegrityError,
     NotEnoughShares,
     ObjectNotFound,
+    PolicyError,
     ProviderError,
     SnapshotNotFound,
 )
@@ -110,24 +112,50 @@ class Repository:
         self.packs: dict[bytes, PackRecord] = {}
         self.index_names: set[str] = set()
         self.read_stats = ReadStats()
+        self.degraded = False           # accept writes that reach k+1 providers but not all
+        self.down: set[str] = set()     # providers found unavailable during this session
         self._pool = ThreadPoolExecutor(max(workers, self.n * 2), thread_name_prefix="freehold-io")
+        # Single provider requests only; jobs here never wait on other jobs (no nested-pool deadlock).
+        self._fetch_pool = ThreadPoolExecutor(max(16, self.n * 4), thread_name_prefix="freehold-fetch")
+        self._race_pool = ThreadPoolExecutor(8, thread_name_prefix="freehold-race")
+        self.hedge_after = 2.0  # seconds a fast read may take before the other shares are raced
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        # Reads abandoned to a slow provider are not waited for.
+        self._race_pool.shutdown(wait=False, cancel_futures=True)
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ replicated metadata
 
-    def _put_everywhere(self, name: str, data: bytes) -> None:
-        """Write a metadata object to every provider; fail unless all of them took it."""
-        futures = {pid: self._pool.submit(p.put, name, data) for pid, p in self.providers.items()}
-        errors = []
+    def _put_everywhere(self, name: str, data: bytes | bytearray) -> None:
+        """Write a metadata object to every provider. Fails unless all of them took it, or, in
+        degraded mode, at least k+1 did (the others are then marked down)."""
+        futures = {pid: self._pool.submit(p.put, name, data) for pid, p in self.providers.items()
+                   if pid not in self.down}
+        errors: list[tuple[str, ProviderError]] = []
         for pid, fut in futures.items():
             try:
                 fut.result()
             except ProviderError as exc:
-                errors.append(f"{pid}: {exc}")
-        if errors:
-            raise errors_to_exc(errors)
+                errors.append((pid, exc))
+        self._settle(errors, len(futures) - len(errors), f"{name}")
+
+    def _settle(self, errors: list[tuple[str, ProviderError]], written: int, what: str) -> None:
+        if not errors and (not self.degraded or written >= self.k + 1):
+            return
+        if self.degraded and written >= self.k + 1:
+            for pid, exc in errors:
+                log.warning("provider %s unreachable: %s", pid, exc)
+                self.down.add(pid)
+            return
+        if not errors:
+            raise NotEnoughShares(f"{what}: only {written} providers are reachable; even a degraded "
+                                  f"backup needs k+1 = {self.k + 1}")
+        pid, first = errors[0]
+        others = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        hint = "" if self.degraded else "; nothing was lost (use --degraded to back up anyway)"
+        raise type(first)(f"provider {pid}: {first}{others}{hint}")
 
     def _get_any(self, name: str, verify: Callable[[bytes], bytes]) -> bytes:
         """Read a replicated object from the first provider whose copy verifies."""
@@ -216,6 +244,20 @@ class Repository:
         plain = self._get_any(name, verify_keep)
         self._cache_put(cpath, holder[0])
         return holder[0], plain
+
+    def replicate_metadata_to(self, target: Provider, key_check: Callable[[bytes], object]) -> int:
+        """Copy every replicated object (keys, index, snapshots) to a new provider, each from a
+        copy that verifies (``key_check`` parses key objects). Returns the number copied."""
+        copied = 0
+        for name in sorted(self._list_union(KEYS_PREFIX)):
+            target.put(name, self._get_any(name, lambda data: (key_check(data), data)[1]))
+            copied += 1
+        for prefix, kind in ((INDEX_PREFIX, KIND_INDEX), (SNAPSHOT_PREFIX, KIND_SNAPSHOT)):
+            for name in sorted(self._list_union(prefix)):
+                env, _ = self._fetch_verified(prefix, name[len(prefix):], kind, name)
+                target.put(name, env)
+                copied += 1
+        return copied
 
     def heal_replicas(self) -> int:
         """Copy index and snapshot objects to reachable providers that lack them.
@@ -343,10 +385,30 @@ class Repository:
     # ------------------------------------------------------------------ packs: write
 
     def placement(self, pack_id: bytes) -> list[str]:
-        """Provider id for each share index: rendezvous hashing over the vault's providers,
-        so data shares (the ones fast reads use) spread evenly across providers."""
-        ranked = sorted(self.providers, key=lambda pid: blake3.blake3(pack_id + pid.encode()).digest())
-        return ranked[: self.n]
+        """Provider id for each share index, under the vault's policy (placement.place): shares on
+        providers known to be down are skipped in degraded mode when no other placement exists."""
+        try:
+            return placement.place(pack_id, self.config.providers, self.n, self.config.policy, self.down)
+        except PolicyError:
+            if not (self.degraded and self.down):
+                raise
+            return placement.place(pack_id, self.config.providers, self.n, self.config.policy)
+
+    def check_placement(self) -> None:
+        """Refuse, before any byte is written, a policy the reachable providers cannot satisfy."""
+        placement.check(self.config.providers, self.n, self.config.policy,
+                        () if self.degraded else self.down)
+
+    def probe(self) -> dict[str, ProviderError]:
+        """Ask every provider whether it takes writes now; returns the failures by provider id."""
+        def one(item: tuple[str, Provider]) -> tuple[str, ProviderError | None]:
+            try:
+                item[1].check_writable()
+                return item[0], None
+            except ProviderError as exc:
+                return item[0], exc
+
+        return {pid: exc for pid, exc in self._pool.map(one, self.providers.items()) if exc is not None}
 
     def write_pack(self, pack: bytearray, pack_len: int, entries: list[PackEntry]) -> PackRecord:
         """Erasure-code a pack (its first ``pack_len`` bytes; the buffer may already be padded and
@@ -356,21 +418,24 @@ class Repository:
         stripe = len(payloads[0])
         where = self.placement(pack_id)
         records: list[ShareRecord | None] = []
-        futures: list[Future[None]] = []
+        futures: dict[int, Future[None]] = {}
         for i, payload in enumerate(payloads):
+            if where[i] in self.down:
+                records.append(None)  # degraded: recorded as missing, `check` reports it
+                continue
             header = ShareHeader(self.k, self.n, i, pack_len, stripe, pack_id).pack()
             digest = blake3.blake3(header).update(payload).digest()
             records.append(ShareRecord(p=where[i], h=digest, z=len(header) + len(payload)))
-            futures.append(self._pool.submit(self.providers[where[i]].put, share_name(pack_id, i),
-                                             (header, payload)))
-        errors = []
-        for i, fut in enumerate(futures):
+            futures[i] = self._pool.submit(self.providers[where[i]].put, share_name(pack_id, i),
+                                           (header, payload))
+        errors: list[tuple[str, ProviderError]] = []
+        for i, fut in futures.items():
             try:
                 fut.result()
             except ProviderError as exc:
-                errors.append(f"share {i} on {where[i]}: {exc}")
-        if errors:
-            raise errors_to_exc(errors)
+                errors.append((where[i], exc))
+                records[i] = None
+        self._settle(errors, sum(r is not None for r in records), f"pack {pack_id.hex()[:12]}")
         rec = PackRecord(id=pack_id, len=pack_len, k=self.k, n=self.n, shares=records, blobs=entries)
         return rec
 
@@ -420,14 +485,34 @@ class Repository:
         return self.read_blobs([blob_id])[blob_id]
 
     def _read_group(self, rec: PackRecord, group: list[PackEntry]) -> dict[bytes, bytes]:
+        """Fast path first: ranged reads of the data shares. If they fail, or have not answered
+        within ``hedge_after`` seconds, race the degraded path (all shares, first k that verify)."""
         start = group[0].o
         end = max(e.o + e.l for e in group)
+
+        def fast() -> dict[bytes, bytes]:
+            return self._open_group(group, self._read_pack_range_fast(rec, start, end), start)
+
+        fast_job = self._fetch_pool.submit(fast)
         try:
-            data = self._read_pack_range_fast(rec, start, end)
-            return self._open_group(group, data, start)
+            return fast_job.result(timeout=self.hedge_after)
+        except FutureTimeout:
+            log.info("pack %s: data shares slow; racing the other shares", rec.id.hex()[:12])
         except FreeholdError as exc:
             log.info("fast read of pack %s failed (%s); decoding from other shares", rec.id.hex()[:12], exc)
-        return self._read_group_degraded(rec, group, start, end)
+            return self._read_group_degraded(rec, group, start, end)
+        slow_job = self._race_pool.submit(self._read_group_degraded, rec, group, start, end)
+        pending = {fast_job, slow_job}
+        last: BaseException | None = None
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for job in done:
+                exc = job.exception()
+                if exc is None:
+                    return job.result()
+                last = exc
+        assert last is not None
+        raise last
 
     def _open_group(self, group: list[PackEntry], data: bytes, start: int) -> dict[bytes, bytes]:
         out = {}
@@ -478,32 +563,41 @@ class Repository:
         lo = min(a for _, a, _ in segs)
         hi = max(b for _, _, b in segs)
 
-        def fetch(i: int) -> bytes | None:
+        def fetch(i: int) -> tuple[int, bytes | None]:
             share = rec.shares[i]
             if share is None or share.p not in self.providers:
-                return None
+                return i, None
             try:
                 got = self.providers[share.p].get(share_name(rec.id, i), SHARE_HEADER_LEN + lo,
                                                   SHARE_HEADER_LEN + hi)
             except ProviderError:
-                return None
+                return i, None
             self.read_stats.add(len(got), fallback=True)
-            return got if len(got) == hi - lo else None
+            return i, (got if len(got) == hi - lo else None)
 
-        cols = dict(zip(range(rec.n), self._pool.map(fetch, range(rec.n)), strict=True))
-        avail = [(i, c) for i, c in cols.items() if c is not None]
+        # Ask every share at once and decode from the first k that verify: a slow or dead
+        # provider costs nothing as long as k others answer.
+        jobs = [self._fetch_pool.submit(fetch, i) for i in range(rec.n)]
+        avail: list[tuple[int, bytes]] = []
+        last: FreeholdError | None = None
+        for job in as_completed(jobs):
+            i, piece = job.result()
+            if piece is None:
+                continue
+            avail.append((i, piece))
+            if len(avail) < rec.k:
+                continue
+            # every k-subset that includes the newest piece (older subsets were tried already)
+            for others in itertools.combinations(avail[:-1], rec.k - 1):
+                stripes = erasure.decode_columns([*others, avail[-1]], rec.k, rec.n)
+                data = b"".join(stripes[j][a - lo: b - lo] for j, a, b in segs)
+                try:
+                    return self._open_group(group, data, start)
+                except IntegrityError as exc:
+                    last = exc
         if len(avail) < rec.k:
             raise NotEnoughShares(f"pack {rec.id.hex()[:12]}: only {len(avail)} of the {rec.k} "
                                   "shares needed are readable")
-        last: FreeholdError | None = None
-        # Try the data shares first (cheapest), then every other combination of k.
-        for combo in itertools.combinations(avail, rec.k):
-            stripes = erasure.decode_columns(list(combo), rec.k, rec.n)
-            data = b"".join(stripes[j][a - lo: b - lo] for j, a, b in segs)
-            try:
-                return self._open_group(group, data, start)
-            except IntegrityError as exc:
-                last = exc
         raise IntegrityError(f"pack {rec.id.hex()[:12]}: no combination of shares verifies ({last})")
 
     # ------------------------------------------------------------------ check
@@ -582,5 +676,3 @@ def _coalesce(rec: PackRecord, entries: list[PackEntry]) -> Iterator[list[PackEn
         yield group
 
 
-def errors_to_exc(errors: list[str]) -> ProviderError:
-    return ProviderError("; ".join(errors))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -18,12 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import erasure, formats, keys
+import msgspec
+
+from . import erasure, formats, keys, placement
 from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
 from .crypto import VaultKeys
 from .errors import (
     FreeholdError,
     IntegrityError,
+    NotEnoughShares,
     ObjectNotFound,
     ProviderError,
     UsageError,
@@ -49,6 +53,34 @@ class ProviderSpec:
     url: str
     jurisdiction: str = ""
     operator: str = ""
+    name: str = ""
+
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_OK.match(name):
+        raise UsageError(f"provider name {name!r}: use 1-40 letters, digits, '.', '_' or '-'")
+
+
+def _check_jurisdiction(code: str) -> str:
+    code = code.strip().upper()
+    if code and not re.fullmatch(r"[A-Z]{2}", code):
+        raise UsageError(f"jurisdiction {code!r}: use an ISO 3166 alpha-2 country code such as DE")
+    return code
+
+
+@dataclass
+class ProviderStatus:
+    id: str
+    url: str
+    jurisdiction: str
+    operator: str
+    healthy: bool
+    error: str = ""
+    shares: int = 0
+    bytes: int = 0
 
 
 @dataclass
@@ -72,33 +104,41 @@ class Vault:
 
     @classmethod
     def init(cls, specs: list[ProviderSpec], k: int, n: int, passphrase: str,
-             home: Path | None = None, kdf: keys.KdfParams | None = None) -> Vault:
+             home: Path | None = None, kdf: keys.KdfParams | None = None,
+             policy: formats.Policy | None = None) -> Vault:
         home = home or default_home()
+        policy = policy or formats.Policy()
         erasure.check_params(k, n)
         if len(specs) < n:
             raise UsageError(f"{n} shares need at least {n} providers; {len(specs)} given")
         if len({s.url for s in specs}) != len(specs):
             raise UsageError("the same provider is given twice")
+        names = [s.name or f"p{i + 1}" for i, s in enumerate(specs)]
+        for name in names:
+            _check_name(name)
+        if len(set(names)) != len(names):
+            raise UsageError("two providers have the same name")
         if (home / STATE_FILE).exists():
             raise UsageError(f"{home} already holds a vault (set FREEHOLD_HOME to use another)")
         if not passphrase:
             raise UsageError("the passphrase must not be empty")
         providers: dict[str, Provider] = {}
         entries = []
-        for i, spec in enumerate(specs):
-            pid = f"p{i + 1}"
+        for pid, spec in zip(names, specs, strict=True):
             prov = open_provider(spec.url, jurisdiction=spec.jurisdiction, operator=spec.operator)
-            prov.check_writable()
-            if prov.head(CONFIG_NAME) is not None:
-                raise UsageError(f"{spec.url} already holds a Freehold vault")
             providers[pid] = prov
             entries.append(formats.ProviderEntry(id=pid, url=prov.info.url,
-                                                 jurisdiction=spec.jurisdiction, operator=spec.operator))
+                                                 jurisdiction=_check_jurisdiction(spec.jurisdiction),
+                                                 operator=spec.operator))
+        # The policy is checked before anything is written anywhere.
+        placement.check(entries, n, policy)
+        for pid, prov in providers.items():
+            _check_fresh(pid, prov)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         vault_id = secrets.token_bytes(16)
         config = formats.Config(v=formats.FORMAT_VERSION, vault_id=vault_id, k=k, n=n,
                                 chunker=formats.Chunker(MIN_SIZE, AVG_SIZE, MAX_SIZE),
-                                pack_size=PACK_SIZE, providers=entries, created=now)
+                                pack_size=PACK_SIZE, providers=entries, created=now, policy=policy)
         master = keys.new_master_secret()
         vkeys = VaultKeys.derive(master)
         keyfile = keys.wrap(master, passphrase.encode(), vault_id, kdf or keys.KdfParams(), now)
@@ -111,6 +151,70 @@ class Vault:
         home.mkdir(parents=True, exist_ok=True)
         _write_state(home, config)
         return cls(home, repo)
+
+    # ------------------------------------------------------------------ providers and policy
+
+    def _update_config(self, config: formats.Config) -> None:
+        """Replace the sealed config on every provider (it is the one mutable object)."""
+        self.repo.config = config
+        self.repo._put_everywhere(CONFIG_NAME, Repository.seal_config(self.repo.keys, config))
+        _write_state(self.home, config)
+
+    def add_provider(self, spec: ProviderSpec) -> formats.ProviderEntry:
+        """Add a provider: it receives copies of every replicated object (keys, index,
+        snapshots), then the new config naming it goes to every provider."""
+        cfg = self.repo.config
+        name = spec.name or f"p{len(cfg.providers) + 1}"
+        _check_name(name)
+        if any(p.id == name for p in cfg.providers):
+            raise UsageError(f"a provider named {name!r} already exists")
+        prov = open_provider(spec.url, jurisdiction=spec.jurisdiction, operator=spec.operator)
+        if any(p.url == prov.info.url for p in cfg.providers):
+            raise UsageError(f"{prov.info.url} is already a provider of this vault")
+        _check_fresh(name, prov)
+        entry = formats.ProviderEntry(id=name, url=prov.info.url,
+                                      jurisdiction=_check_jurisdiction(spec.jurisdiction),
+                                      operator=spec.operator)
+        self.repo.replicate_metadata_to(prov, keys.read_keyfile)
+        self.repo.providers[name] = prov
+        self._update_config(msgspec.structs.replace(cfg, providers=[*cfg.providers, entry]))
+        return entry
+
+    def provider_status(self) -> list[ProviderStatus]:
+        held: dict[str, tuple[int, int]] = {}
+        for rec in self.repo.packs.values():
+            for share in rec.shares:
+                if share is not None:
+                    c, b = held.get(share.p, (0, 0))
+                    held[share.p] = (c + 1, b + share.z)
+
+        def one(entry: formats.ProviderEntry) -> ProviderStatus:
+            st = ProviderStatus(entry.id, entry.url, entry.jurisdiction, entry.operator, True,
+                                shares=held.get(entry.id, (0, 0))[0], bytes=held.get(entry.id, (0, 0))[1])
+            try:
+                if self.repo.providers[entry.id].head(CONFIG_NAME) is None:
+                    st.healthy, st.error = False, "config object missing"
+            except ProviderError as exc:
+                st.healthy, st.error = False, str(exc)
+            return st
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, self.repo.config.providers))
+
+    def set_policy(self, policy: formats.Policy) -> int:
+        """Make ``policy`` the vault's placement policy. Refused (PolicyError, saying which rule
+        fails) when the providers cannot satisfy it. Returns how many existing packs it would
+        place differently (they stay where they are until repaired or rebalanced)."""
+        cfg = self.repo.config
+        placement.check(cfg.providers, cfg.n, policy)
+        self._update_config(msgspec.structs.replace(cfg, policy=policy))
+        allowed = {p.id: p for p in placement.eligible(cfg.providers, policy)}
+
+        def fits(rec: formats.PackRecord) -> bool:
+            where = [allowed.get(s.p) for s in rec.shares if s is not None]
+            return None not in where and placement.satisfies(where, policy)  # type: ignore[arg-type]
+
+        return sum(not fits(rec) for rec in self.repo.packs.values())
 
     @staticmethod
     def _cache_dir(home: Path, vault_id: bytes) -> Path:
@@ -153,12 +257,27 @@ class Vault:
     # ------------------------------------------------------------------ operations
 
     def backup(self, paths: list[str], progress: Progress | None = None,
-               tags: list[str] | None = None) -> tuple[str, formats.Snapshot, BackupStats]:
+               tags: list[str] | None = None,
+               degraded: bool = False) -> tuple[str, formats.Snapshot, BackupStats]:
+        """Back up paths into a new snapshot. Every provider must take writes, unless ``degraded``:
+        then the backup proceeds when at least k+1 do, and the missing shares are recorded."""
         if not paths:
             raise UsageError("name at least one path to back up")
         for p in paths:
             if not os.path.lexists(p):
                 raise UsageError(f"no such file or directory: {p}")
+        failures = self.repo.probe()
+        if failures and not degraded:
+            pid, exc = next(iter(failures.items()))
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise type(exc)(f"provider {pid} cannot take writes: {exc}{more}; nothing was written "
+                            "(use --degraded to back up to the others)")
+        self.repo.degraded = degraded
+        self.repo.down = set(failures)
+        if failures and len(self.repo.providers) - len(failures) < self.repo.k + 1:
+            raise NotEnoughShares(f"only {len(self.repo.providers) - len(failures)} providers take writes; "
+                                  f"even a degraded backup needs k+1 = {self.repo.k + 1}")
+        self.repo.check_placement()
         self.repo.heal_replicas()
         wanted = sorted(os.path.abspath(p) for p in paths)
         parent = None
@@ -282,6 +401,17 @@ class Vault:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _check_fresh(pid: str, prov: Provider) -> None:
+    """A new provider must take writes and hold no vault yet."""
+    try:
+        prov.check_writable()
+        held = prov.head(CONFIG_NAME)
+    except ProviderError as exc:
+        raise type(exc)(f"provider {pid}: {exc}") from None
+    if held is not None:
+        raise UsageError(f"provider {pid} ({prov.info.url}) already holds a Freehold vault")
 
 
 def _write_state(home: Path, config: formats.Config) -> None:
