@@ -3,6 +3,8 @@ paused with SIGSTOP), over a vault mixing S3 buckets and local directories."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,7 @@ def test_backup_with_provider_down_fails_cleanly_unless_degraded(env: Env, tmp_p
     (src / "new.bin").write_bytes(b"fresh data " * 200_000)
     with env.open() as v:
         _wrap(v, p2={"down": True})
-        with pytest.raises(ProviderUnavailable, match="p2.*--degraded"):
+        with pytest.raises(ProviderUnavailable, match=r"p2.*--degraded"):
             v.backup([str(src)])
         assert [s for s, _ in v.snapshots()] == [first]  # nothing half-made is visible
         before = set(v.repo.packs)
@@ -143,3 +145,35 @@ def test_mixed_s3_and_local_vault_with_real_server_faults(tmp_path: Path, s3_env
         report = v.check()
         assert any(p.provider == "s3b" for p in report.problems)
     same_tree(src, tmp_path / "out3" / "src")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs: a provider whose disk fills up (needs root to mount)."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_loses_nothing(env: Env, tiny_disk: Path, tmp_path: Path) -> None:
+    env.providers[4].rmdir()
+    env.providers[4] = tiny_disk
+    src = write_tree(tmp_path / "src", small=20)
+    with env.init() as v:
+        first, _, _ = v.backup([str(src)])
+    (src / "big.bin").write_bytes(os.urandom(20_000_000))  # incompressible: far more than 3 MiB a share
+    proc = env.cli("backup", str(src), check=False)
+    assert proc.returncode == 7 and "no space left" in proc.stderr and "Traceback" not in proc.stderr
+    with env.open() as v:
+        assert [s for s, _ in v.snapshots()] == [first]
+        v.restore(first, tmp_path / "out")
+        # degraded: the full provider is dropped mid-backup and the other four take the shares
+        sid, _, _ = v.backup([str(src)], degraded=True)
+        v.restore(sid, tmp_path / "out2")
+    same_tree(src, tmp_path / "out2" / "src")
