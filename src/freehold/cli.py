@@ -411,6 +411,171 @@ def policy_show(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -
     out.print(placement.describe(policy))
 
 
+keys_app = typer.Typer(help="Passphrases that open the vault (key objects).", no_args_is_help=True)
+passphrase_app = typer.Typer(help="Change the passphrase.", no_args_is_help=True)
+guardians_app = typer.Typer(help="Guardians: SLIP-39 shares of the vault key for people you trust.",
+                            no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(passphrase_app, name="passphrase")
+app.add_typer(guardians_app, name="guardians")
+
+
+def _new_passphrase(new_file: Path | None, env_name: str = "FREEHOLD_NEW_PASSPHRASE") -> str:
+    """The new passphrase: --new-passphrase-file, $FREEHOLD_NEW_PASSPHRASE, or asked twice."""
+    if new_file is not None:
+        return _passphrase(new_file)
+    env = os.environ.get(env_name)
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError(f"no new passphrase: set {env_name} or use --new-passphrase-file")
+    first = getpass.getpass("New passphrase: ")
+    if getpass.getpass("Repeat new passphrase: ") != first:
+        raise UsageError("the passphrases do not match")
+    return first
+
+
+def _kdf_from_env() -> keys.KdfParams | None:
+    weak = os.environ.get("FREEHOLD_KDF_MEMORY_KIB")  # test suites only: see keys.KdfParams.weak
+    return keys.KdfParams.weak(int(weak)) if weak and weak.isdigit() else None
+
+
+NewPassOpt = Annotated[Path | None, typer.Option("--new-passphrase-file", help="Read the new passphrase from FILE.",
+                                                 dir_okay=False)]
+
+
+@keys_app.command("list")
+def keys_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
+    """Key objects (one per passphrase), with their Argon2id parameters."""
+    with _open(passphrase_file) as v:
+        rows = v.key_objects()
+        current = v.key_name
+    data = [{"id": kid, "created": kf.created, "kdf": kf.kdf, "t": kf.t, "memory_kib": kf.m, "p": kf.p,
+             "current": current == f"keys/{kid}"} for kid, kf in rows]
+    if as_json:
+        _emit(data)
+        return
+    table = Table("id", "created", "kdf", "", box=None)
+    for r in data:
+        table.add_row(str(r["id"])[:12], str(r["created"]), f"argon2id t={r['t']} m={r['memory_kib']} KiB p={r['p']}",
+                      "(this passphrase)" if r["current"] else "")
+    out.print(table)
+
+
+@keys_app.command("add")
+def keys_add(new_passphrase_file: NewPassOpt = None, passphrase_file: PassFileOpt = None,
+             as_json: JsonOpt = False) -> None:
+    """Add another passphrase that opens the vault."""
+    with _open(passphrase_file) as v:
+        kid = v.add_key(_new_passphrase(new_passphrase_file), _kdf_from_env())
+    if as_json:
+        _emit({"id": kid})
+        return
+    out.print(f"Added key {kid[:12]}; the new passphrase opens this vault too.")
+
+
+@keys_app.command("remove")
+def keys_remove(key_id: Annotated[str, typer.Argument(help="Key id (or a unique prefix).")],
+                passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke a passphrase: its key object is deleted from every provider."""
+    with _open(passphrase_file) as v:
+        v.remove_key(key_id)
+    if as_json:
+        _emit({"removed": key_id})
+        return
+    out.print(f"Removed key {key_id}.")
+
+
+@passphrase_app.command("change")
+def passphrase_change(new_passphrase_file: NewPassOpt = None, passphrase_file: PassFileOpt = None,
+                      as_json: JsonOpt = False) -> None:
+    """Change the passphrase: only key objects are rewritten, never data."""
+    with _open(passphrase_file) as v:
+        kid = v.change_passphrase(_new_passphrase(new_passphrase_file), _kdf_from_env())
+    if as_json:
+        _emit({"id": kid})
+        return
+    out.print("Passphrase changed; the old one no longer opens the vault.")
+
+
+@guardians_app.command("create")
+def guardians_create(
+    threshold: Annotated[int, typer.Option("--threshold", help="Shares needed to recover.")] = 3,
+    shares: Annotated[int, typer.Option("--shares", help="Shares to make, one per guardian.")] = 5,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write printable shares (SVG + text) here.")] = None,
+    guardian_passphrase_file: Annotated[Path | None, typer.Option(
+        "--guardian-passphrase-file", help="Protect the shares with this extra passphrase.")] = None,
+    label: Annotated[str, typer.Option("--label", help="Vault name printed on each share.")] = "",
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Split the vault key into SLIP-39 shares for guardians; any THRESHOLD of them recover it."""
+    from . import guardians
+
+    gpass = _passphrase(guardian_passphrase_file) if guardian_passphrase_file else ""
+    with _open(passphrase_file) as v:
+        mnemonics = v.guardian_shares(threshold, shares, gpass)
+        vid = v.repo.config.vault_id.hex()
+    files: list[Path] = []
+    if out_dir is not None:
+        files = guardians.write_share_files(mnemonics, out_dir, label or f"Freehold vault {vid[:12]}", threshold)
+    if as_json:
+        _emit({"threshold": threshold, "shares": mnemonics if out_dir is None else len(mnemonics),
+               "files": [str(f) for f in files]})
+        return
+    if files:
+        out.print(f"Wrote {len(mnemonics)} guardian shares to {out_dir} (one SVG page and one text file each). "
+                  f"Any {threshold} of them recover the vault; give each to a different person.")
+    else:
+        for i, m in enumerate(mnemonics, 1):
+            out.print(f"Share {i} of {shares} (any {threshold} recover the vault):\n  {m}\n", markup=False)
+
+
+@app.command()
+def recover(
+    from_: Annotated[list[str], typer.Option("--from", help="URL of a surviving provider (repeatable).")],
+    share_file: Annotated[list[Path] | None, typer.Option(
+        "--share-file", help="A guardian share (text file with its words); repeat for each.")] = None,
+    guardian_passphrase_file: Annotated[Path | None, typer.Option(
+        "--guardian-passphrase-file", help="The passphrase protecting the guardian shares, if any.")] = None,
+    new_passphrase_file: NewPassOpt = None,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild this machine's vault configuration from any one provider and a passphrase or guardian shares.
+
+    With guardian shares, a new passphrase for everyday use is set as well ($FREEHOLD_NEW_PASSPHRASE,
+    --new-passphrase-file, or asked)."""
+    from . import guardians
+
+    new_pass = None
+    if share_file:
+        new_pass = _new_passphrase(new_passphrase_file)
+        words = []
+        for f in share_file:
+            try:
+                words.append(guardians.mnemonic_from_text(f.read_text()))
+            except OSError as exc:
+                raise UsageError(f"cannot read share file {f}: {exc.strerror}") from None
+        gpass = _passphrase(guardian_passphrase_file) if guardian_passphrase_file else ""
+        v = Vault.recover(from_, shares=words, share_passphrase=gpass)
+    else:
+        v = Vault.recover(from_, passphrase=_passphrase(passphrase_file))
+    with v:
+        if new_pass is not None:
+            v.add_key(new_pass, _kdf_from_env())
+        snaps = v.snapshots()
+        cfg = v.repo.config
+    if as_json:
+        _emit({"vault_id": cfg.vault_id.hex(), "providers": [p.id for p in cfg.providers], "snapshots": len(snaps),
+               "home": str(v.home)})
+        return
+    out.print(f"Recovered vault {cfg.vault_id.hex()[:12]} ({cfg.k}-of-{cfg.n}, {len(cfg.providers)} providers, "
+              f"{len(snaps)} snapshots) into {v.home}.")
+    if share_file:
+        out.print("Unlocked by guardian shares; the new passphrase now opens the vault.")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

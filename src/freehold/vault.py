@@ -26,6 +26,7 @@ from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
 from .crypto import VaultKeys
 from .errors import (
     FreeholdError,
+    GuardianShareError,
     IntegrityError,
     NotEnoughShares,
     ObjectNotFound,
@@ -96,9 +97,12 @@ class CheckReport:
 
 
 class Vault:
-    def __init__(self, home: Path, repo: Repository) -> None:
+    def __init__(self, home: Path, repo: Repository, master: bytes | None = None,
+                 key_name: str | None = None) -> None:
         self.home = home
         self.repo = repo
+        self._master = master          # kept in memory only, for key and guardian operations
+        self.key_name = key_name       # the key object that opened this session, if any
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,7 +154,67 @@ class Vault:
         repo._put_everywhere(CONFIG_NAME, Repository.seal_config(vkeys, config))
         home.mkdir(parents=True, exist_ok=True)
         _write_state(home, config)
-        return cls(home, repo)
+        return cls(home, repo, master, key_name)
+
+    # ------------------------------------------------------------------ keys and guardians
+
+    def _require_master(self) -> bytes:
+        if self._master is None:
+            raise UsageError("this vault session holds no master secret")
+        return self._master
+
+    def key_objects(self) -> list[tuple[str, formats.KeyFile]]:
+        out = []
+        for name in sorted(self.repo._list_union(KEYS_PREFIX)):
+            try:
+                kf = keys.read_keyfile(self.repo._get_any(name, lambda d: d))
+            except FreeholdError:
+                continue
+            if kf.vault_id == self.repo.config.vault_id:
+                out.append((name[len(KEYS_PREFIX):], kf))
+        return out
+
+    def add_key(self, passphrase: str, kdf: keys.KdfParams | None = None) -> str:
+        """Another passphrase for the vault: a new key object on every provider; no data rewritten."""
+        if not passphrase:
+            raise UsageError("the passphrase must not be empty")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        kid = secrets.token_hex(16)
+        blob = keys.wrap(self._require_master(), passphrase.encode(), self.repo.config.vault_id,
+                         kdf or keys.KdfParams(), now)
+        self.repo._put_everywhere(KEYS_PREFIX + kid, blob)
+        return kid
+
+    def remove_key(self, kid: str) -> None:
+        """Revoke a key object everywhere. The last remaining key cannot be removed."""
+        ids = [k for k, _ in self.key_objects()]
+        matches = [k for k in ids if k.startswith(kid)] if kid else []
+        if len(matches) != 1:
+            raise UsageError(f"no single key matches {kid!r} (see 'freehold keys list')")
+        if len(ids) == 1:
+            raise UsageError("refusing to remove the vault's last key: add another first")
+        for pid, prov in self.repo.providers.items():
+            try:
+                prov.delete(KEYS_PREFIX + matches[0])
+            except ProviderError as exc:
+                raise type(exc)(f"provider {pid}: {exc}; the key is still valid there, retry") from None
+        if self.key_name == KEYS_PREFIX + matches[0]:
+            self.key_name = None
+
+    def change_passphrase(self, new: str, kdf: keys.KdfParams | None = None) -> str:
+        """Replace the key object this session was opened with by one for the new passphrase."""
+        old = self.key_name
+        kid = self.add_key(new, kdf)
+        if old is not None:
+            self.remove_key(old[len(KEYS_PREFIX):])
+        self.key_name = KEYS_PREFIX + kid
+        return kid
+
+    def guardian_shares(self, threshold: int, count: int, passphrase: str = "") -> list[str]:
+        """SLIP-39 shares of the master secret: any ``threshold`` of them recover the vault."""
+        from . import guardians
+
+        return guardians.split(self._require_master(), threshold, count, passphrase.encode())
 
     # ------------------------------------------------------------------ providers and policy
 
@@ -230,20 +294,55 @@ class Vault:
                                    operator=p.get("operator", ""))
             for p in specs
         }
-        master = _unlock(providers, passphrase.encode(), bytes.fromhex(state["vault_id"]))
+        master, key_name, _ = _unlock(providers, passphrase.encode(), bytes.fromhex(state["vault_id"]))
+        return cls._assemble(home, providers, master, key_name, bytes.fromhex(state["vault_id"]))
+
+    @classmethod
+    def _assemble(cls, home: Path, providers: dict[str, Provider], master: bytes, key_name: str | None,
+                  vault_id: bytes | None) -> Vault:
+        """From a master secret and some of the vault's providers to an open vault: the sealed
+        config (the source of truth for the provider list) names every other provider."""
         vkeys = VaultKeys.derive(master)
         config = _load_config(providers, vkeys)
-        if config.vault_id.hex() != state["vault_id"]:
+        if vault_id is not None and config.vault_id != vault_id:
             raise IntegrityError("the providers hold a different vault than the one configured here")
-        # The sealed config on the providers is the source of truth for the provider list.
+        by_url = {p.info.url: p for p in providers.values()}
+        full: dict[str, Provider] = {}
         for entry in config.providers:
-            if entry.id not in providers:
-                providers[entry.id] = open_provider(entry.url, jurisdiction=entry.jurisdiction,
-                                                    operator=entry.operator)
+            full[entry.id] = by_url.get(entry.url) or open_provider(
+                entry.url, jurisdiction=entry.jurisdiction, operator=entry.operator)
+        home.mkdir(parents=True, exist_ok=True)
         _write_state(home, config)
-        repo = Repository(config, vkeys, providers, cls._cache_dir(home, config.vault_id))
+        repo = Repository(config, vkeys, full, cls._cache_dir(home, config.vault_id))
         repo.load_index()
-        return cls(home, repo)
+        return cls(home, repo, master, key_name)
+
+    @classmethod
+    def recover(cls, urls: list[str], *, passphrase: str | None = None, shares: list[str] | None = None,
+                share_passphrase: str = "", home: Path | None = None) -> Vault:
+        """Rebuild the local configuration on a fresh machine from any one (or more) of the
+        vault's providers, unlocked by a passphrase or by a threshold of guardian shares."""
+        home = home or default_home()
+        if (home / STATE_FILE).exists():
+            raise UsageError(f"{home} already holds a vault configuration; recover into an empty "
+                             "FREEHOLD_HOME")
+        if (passphrase is None) == (shares is None):
+            raise UsageError("recover with a passphrase or with guardian shares (one of the two)")
+        if not urls:
+            raise UsageError("name at least one provider to recover from (--from URL)")
+        providers = {f"from{i}": open_provider(u) for i, u in enumerate(urls)}
+        if passphrase is not None:
+            master, key_name, kf = _unlock(providers, passphrase.encode(), None)
+            return cls._assemble(home, providers, master, key_name, kf.vault_id)
+        from . import guardians  # only recovery by shares needs SLIP-39
+
+        master = guardians.combine(shares or [], share_passphrase.encode())
+        try:
+            return cls._assemble(home, providers, master, None, None)
+        except IntegrityError:
+            raise GuardianShareError(
+                "these guardian shares do not open the vault on the given provider(s): they belong to "
+                "another vault, or the guardians' passphrase is wrong") from None
 
     def close(self) -> None:
         self.repo.close()
@@ -441,8 +540,10 @@ def _read_state(home: Path) -> dict[str, Any]:
     return state
 
 
-def _unlock(providers: dict[str, Provider], passphrase: bytes, vault_id: bytes) -> bytes:
-    """Try every key object found on any provider; the first one the passphrase opens wins."""
+def _unlock(providers: dict[str, Provider], passphrase: bytes,
+            vault_id: bytes | None) -> tuple[bytes, str, formats.KeyFile]:
+    """Try every key object found on any provider; the first one the passphrase opens wins.
+    Returns (master secret, key object name, key object). ``vault_id`` None: any vault's."""
     seen: set[str] = set()
     reachable = 0
     last_error: FreeholdError | None = None
@@ -460,11 +561,11 @@ def _unlock(providers: dict[str, Provider], passphrase: bytes, vault_id: bytes) 
                 kf = keys.read_keyfile(prov.get(name))
             except (ProviderError, IntegrityError):
                 continue
-            if kf.vault_id != vault_id:
+            if vault_id is not None and kf.vault_id != vault_id:
                 continue
             seen.add(name)
             try:
-                return keys.unwrap(kf, passphrase)
+                return keys.unwrap(kf, passphrase), name, kf
             except WrongPassphrase:
                 continue
     if not reachable:
