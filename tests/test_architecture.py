@@ -12,7 +12,7 @@ LAYERS: dict[str, int] = {
     "formats": 1,
     "crypto": 2, "chunking": 2, "erasure": 2, "progress": 2, "placement": 2,
     "providers": 3,
-    "testing": 4, "repository": 4, "keys": 4,
+    "testing": 4, "repository": 4, "keys": 4, "guardians": 4,
     "pipeline": 5, "restore": 5,
     "vault": 6,
     "cli": 7,

@@ -45,6 +45,7 @@ __all__ = [
     "ShareInfo",
     "combine",
     "guardian_text",
+    "mnemonic_from_text",
     "render_svg",
     "share_info",
     "split",
@@ -141,11 +142,29 @@ def combine(mnemonics: list[str], passphrase: bytes = b"") -> bytes:
     ems = _recover(base)
     for extra in unique[needed:]:
         # Same polynomial or not: swap the extra share in for one of the base shares.
-        if _recover([*base[:needed - 1], extra]).ciphertext != ems.ciphertext:
+        try:
+            agrees = _recover([*base[:needed - 1], extra]).ciphertext == ems.ciphertext
+        except GuardianShareError:
+            agrees = False
+        if not agrees:
             raise GuardianShareError(
                 f"share {extra.position} does not agree with {_names(base)}: "
                 "one of them is damaged or comes from a different split")
     return ems.decrypt(passphrase)
+
+
+def mnemonic_from_text(text: str) -> str:
+    """The share held in ``text``: a ``guardian-N.txt`` file (its word grid is read, the
+    instructions around it are not) or just the words, numbered or not.
+
+    Words are normalised; anything that is no word is kept as typed, so that
+    :func:`combine` can name it and suggest the word meant."""
+    if _WORDS_HEADING in text:
+        text = text.split(_WORDS_HEADING, 1)[1]
+        lines = text.splitlines()
+        end = next((i for i, line in enumerate(lines) if line.strip().startswith(_DETAILS_START)), len(lines))
+        text = "\n".join(lines[:end])
+    return " ".join(_resolve(t) or t for t in _tokens(text))
 
 
 @dataclass(frozen=True)
@@ -231,7 +250,10 @@ def _check_one_set(parsed: list[_Parsed]) -> None:
         raise GuardianShareError("shares come from different vaults or different splits: " + ", ".join(parts))
     lengths = {len(p.words) for p in parsed}
     if len(lengths) > 1:
-        parts = [f"{_names([p for p in parsed if len(p.words) == n])} {n} words" for n in sorted(lengths)]
+        parts = []
+        for n in sorted(lengths):
+            group = [p for p in parsed if len(p.words) == n]
+            parts.append(f"{_names(group)} {'have' if len(group) > 1 else 'has'} {n} words")
         raise GuardianShareError("shares come from different vaults or different splits "
                                  "(different secret lengths): " + ", ".join(parts))
     first = parsed[0]
@@ -316,14 +338,15 @@ def _resolve(token: str) -> str | None:
 
 def _suggestions(token: str, limit: int = 3) -> list[str]:
     """Closest words: same first four letters first, then by edit distance and shared prefix."""
-    def key(word: str) -> tuple[int, int, int, str]:
-        same4 = 0 if len(token) >= 4 and word[:4] == token[:4] else 1
-        return same4, _distance(token, word), -_common_prefix(token, word), word
-
-    ranked = sorted(WORDLIST, key=key)
-    close = [w for w in ranked if key(w)[0] == 0 or _distance(token, w) <= 2]
+    scored = []
+    for word in WORDLIST:
+        same4 = len(token) >= 4 and word[:4] == token[:4]
+        dist = _distance(token, word)
+        scored.append((not same4, dist, -_common_prefix(token, word), word))
+    scored.sort()
+    close = [w for far4, dist, _, w in scored if not far4 or dist <= 2]
     if not close:
-        close = [w for w in ranked if _common_prefix(token, w) >= 2]
+        close = [w for _, _, neg_prefix, w in scored if neg_prefix <= -2]
     return close[:limit]
 
 
@@ -363,6 +386,8 @@ _SANS = "Helvetica, Arial, 'DejaVu Sans', sans-serif"
 _MONO = "'DejaVu Sans Mono', Menlo, Consolas, 'Courier New', monospace"
 _PAGE_W, _PAGE_H, _MARGIN = 210, 297, 15      # A4 portrait, millimetres
 _LABEL_MAX = 48
+_WORDS_HEADING = "The words:"       # in guardian-N.txt: the grid follows ...
+_DETAILS_START = "SLIP-39 share"    # ... up to the details line
 
 
 def _instructions(label: str, share_number: int, threshold: int, count: int) -> list[str]:
@@ -379,8 +404,8 @@ def _instructions(label: str, share_number: int, threshold: int, count: int) -> 
                     "like the key to their home.")
     paras = [
         f'This is guardian share {share_number} of {count} for the Freehold backup vault "{label}". '
-        f"Its owner chose you as one of {count} guardians." if count > 1 else
-        "Its owner chose you as its only guardian.",
+        + (f"Its owner chose you as one of {count} guardians." if count > 1 else
+           "Its owner chose you as their only guardian."),
         alone,
         together,
         "Keep it private and offline: store the paper somewhere safe. Do not photograph or scan it, "
@@ -491,12 +516,12 @@ def guardian_text(mnemonic: str, *, vault_label: str, share_number: int, thresho
         out.append("")
     out += textwrap.wrap(f"To restore, the owner types these {len(words)} words in order.", 78)
     out.append("")
-    out.append("The words:")
+    out.append(_WORDS_HEADING)
     out.append("")
     for start in range(0, len(words), 3):
         cells = [f"{i + 1:>2}. {w:<10}" for i, w in enumerate(words[start:start + 3], start)]
         out.append("  " + "  ".join(cells).rstrip())
-    out += ["", f'SLIP-39 share, set "{info.prefix}", member {info.member_index}, '
+    out += ["", f'{_DETAILS_START}, set "{info.prefix}", member {info.member_index}, '
                 f"{info.threshold} needed, {info.word_count} words", ""]
     return "\n".join(out)
 

@@ -337,6 +337,9 @@ class Vault:
         from . import guardians  # only recovery by shares needs SLIP-39
 
         master = guardians.combine(shares or [], share_passphrase.encode())
+        if len(master) != 32:
+            raise GuardianShareError(f"these guardian shares hold a {len(master) * 8}-bit secret; a Freehold "
+                                     "vault key has 256 bits: they belong to something else")
         try:
             return cls._assemble(home, providers, master, None, None)
         except IntegrityError:
