@@ -167,3 +167,88 @@ def test_read_only_provider(env: Env, tmp_path: Path) -> None:
     for d in [env.providers[1], *env.providers[1].rglob("*")]:
         if d.is_dir():
             d.chmod(0o755)
+
+
+def test_cli_providers_and_policy(tmp_path: Path) -> None:
+    env = Env(tmp_path, tmp_path / "home", [], 2, 3)
+    dirs = {n: tmp_path / n for n in ("fra", "ber", "par", "ams")}
+    for d in dirs.values():
+        d.mkdir()
+    spec = {"fra": "DE,operator=hetzner", "ber": "DE,operator=hetzner", "par": "FR,operator=ovh"}
+    args = [a for n, j in spec.items() for a in ("--provider", f"{n}={dirs[n].as_uri()},jurisdiction={j}")]
+    bad = env.cli("init", "--k", "2", "--n", "3", *args, "--max-per-operator", "1", check=False)
+    assert bad.returncode == 9 and "max-per-operator=1" in bad.stderr
+    _no_traceback(bad)
+    assert not any(any(d.iterdir()) for d in dirs.values())
+    env.cli("init", "--k", "2", "--n", "3", *args, "--min-jurisdictions", "2")
+    env.cli("provider", "add", "ams", dirs["ams"].as_uri(), "--jurisdiction", "NL", "--operator", "scaleway")
+    rows = json.loads(env.cli("provider", "list", "--json").stdout)
+    assert [(r["id"], r["jurisdiction"], r["operator"], r["healthy"]) for r in rows] == [
+        ("fra", "DE", "hetzner", True), ("ber", "DE", "hetzner", True), ("par", "FR", "ovh", True),
+        ("ams", "NL", "scaleway", True)]
+    refused = env.cli("policy", "set", "--allow", "DE,FR", "--min-jurisdictions", "3", check=False)
+    assert refused.returncode == 9 and "min-jurisdictions=3" in refused.stderr
+    env.cli("policy", "set", "--allow", "DE,FR,NL", "--max-per-operator", "1")
+    assert json.loads(env.cli("policy", "show", "--json").stdout) == {
+        "allow": ["DE", "FR", "NL"], "max_per_operator": 1}
+    env.cli("backup", str(write_tree(tmp_path / "src", small=20, big=2_000_000)))
+    rows = {r["id"]: r for r in json.loads(env.cli("provider", "list", "--json").stdout)}
+    # every pack: one share with ovh, one with scaleway, and exactly one of the two hetzner providers
+    assert rows["par"]["shares"] > 0
+    assert rows["fra"]["shares"] + rows["ber"]["shares"] == rows["par"]["shares"] == rows["ams"]["shares"]
+
+
+def test_cli_guardians_and_recovery_on_a_fresh_machine(env: Env, tmp_path: Path) -> None:
+    env.cli("init", *env.urls)
+    src = write_tree(tmp_path / "src", small=15)
+    sid = env.cli("backup", str(src)).stdout.split()[-1]
+    env.cli("guardians", "create", "--threshold", "3", "--shares", "5", "--out", str(tmp_path / "g"),
+            "--label", "Family <archive>")
+    files = sorted((tmp_path / "g").glob("guardian-*.txt"))
+    assert len(files) == 5 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert "Family &lt;archive&gt;" in (tmp_path / "g" / "guardian-1.svg").read_text()
+    # A fresh machine: empty home, no passphrase, one surviving provider and three guardians.
+    fresh = Env(tmp_path, tmp_path / "fresh", env.providers, 3, 5)
+    base = {k: v for k, v in fresh.cli_env().items() if k != "FREEHOLD_PASSPHRASE"}
+    import subprocess
+    import sys
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "freehold.cli", *args], env={**base, **extra},
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    shares = [a for f in files[:2] for a in ("--share-file", str(f))]
+    few = run("recover", "--from", env.urls[3], *shares, FREEHOLD_NEW_PASSPHRASE="new one")
+    assert few.returncode == 8 and "3 shares needed, 2 given" in few.stderr
+    _no_traceback(few)
+    ok = run("recover", "--from", env.urls[3], *shares, "--share-file", str(files[4]),
+             FREEHOLD_NEW_PASSPHRASE="new one")
+    assert ok.returncode == 0, ok.stderr
+    rs = run("restore", "latest", "--target", str(tmp_path / "out"), FREEHOLD_PASSPHRASE="new one")
+    assert rs.returncode == 0, rs.stderr
+    same_tree(src, tmp_path / "out" / "src")
+    assert sid in run("snapshots", "--json", FREEHOLD_PASSPHRASE="new one").stdout
+
+
+def test_cli_keys_and_passphrase_change(env: Env, tmp_path: Path) -> None:
+    env.cli("init", *env.urls)
+    e2 = env.cli_env()
+    import subprocess
+    import sys
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "freehold.cli", *args], env={**e2, **extra},
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    added = json.loads(run("keys", "add", "--json", FREEHOLD_NEW_PASSPHRASE="second").stdout)["id"]
+    listed = json.loads(run("keys", "list", "--json").stdout)
+    assert len(listed) == 2 and sum(k["current"] for k in listed) == 1
+    assert run("snapshots", FREEHOLD_PASSPHRASE="second").returncode == 0
+    assert run("keys", "remove", added[:8]).returncode == 0
+    assert run("snapshots", FREEHOLD_PASSPHRASE="second").returncode == 4
+    assert run("passphrase", "change", FREEHOLD_NEW_PASSPHRASE="third").returncode == 0
+    assert run("snapshots").returncode == 4
+    assert run("snapshots", FREEHOLD_PASSPHRASE="third").returncode == 0
+    last = run("keys", "remove", json.loads(run("keys", "list", "--json", FREEHOLD_PASSPHRASE="third").stdout)[0][
+        "id"], FREEHOLD_PASSPHRASE="third")
+    assert last.returncode == 2 and "last key" in last.stderr

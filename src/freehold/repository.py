@@ -8,6 +8,7 @@ AEAD and keyed id, shares by the hash recorded in the index.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -56,6 +57,7 @@ KEYS_PREFIX = "keys/"
 INDEX_PREFIX = "index/"
 SNAPSHOT_PREFIX = "snapshots/"
 DATA_PREFIX = "data/"
+TREE_PACKS_IN_MEMORY = 64 * 1024 * 1024
 # Blobs closer than this in a stripe are fetched with one ranged read.
 COALESCE_GAP = 64 * 1024
 
@@ -112,6 +114,8 @@ class Repository:
         self.packs: dict[bytes, PackRecord] = {}
         self.index_names: set[str] = set()
         self.read_stats = ReadStats()
+        self._tree_packs: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()  # LRU
+        self._tree_lock = threading.Lock()
         self.degraded = False           # accept writes that reach k+1 providers but not all
         self.down: set[str] = set()     # providers found unavailable during this session
         self._pool = ThreadPoolExecutor(max(workers, self.n * 2), thread_name_prefix="freehold-io")
@@ -519,23 +523,45 @@ class Repository:
         for e in group:
             env = data[e.o - start: e.o + e.l - start]
             out[e.id] = self.open_blob(e.id, e.t, env, e.s)
-            if e.t == BLOB_TREE:
-                self.cache_tree(e.id, env)
         return out
 
     # ------------------------------------------------------------------ trees
 
-    def cache_tree(self, blob_id: bytes, env: bytes) -> None:
-        self._cache_put(self._cached("trees", blob_id.hex()), env)
+    def cache_pack(self, pack_id: bytes, pack: bytes | bytearray | memoryview) -> None:
+        """Keep a sealed copy of a tree pack: one file per pack, not one per directory (a file
+        per tree cost more than the backup itself next to fsyncing share writes)."""
+        self._cache_put(self._cached("packs", pack_id.hex()), bytes(pack))
+
+    def _cached_pack(self, rec: PackRecord) -> bytes | None:
+        data = self._cache_get(self._cached("packs", rec.id.hex()))
+        if data is None and rec.blobs and rec.blobs[0].t == BLOB_TREE:
+            try:  # a tree pack not cached yet (new machine, deleted cache): fetch it whole, once
+                data = self._read_pack_range_fast(rec, 0, rec.len)
+            except FreeholdError:
+                return None
+            self.cache_pack(rec.id, data)
+        return data if data is not None and len(data) == rec.len else None
 
     def load_tree(self, tree_id: bytes) -> formats.Tree:
-        env = self._cache_get(self._cached("trees", tree_id.hex()))
+        loc = self.blobs.get(tree_id)
         plain = None
-        if env is not None:
-            try:
-                plain = self.open_blob(tree_id, BLOB_TREE, env)
-            except IntegrityError:
-                plain = None
+        if loc is not None:
+            with self._tree_lock:
+                pack = self._tree_packs.get(loc.pack.id)
+                if pack is None:
+                    pack = self._cached_pack(loc.pack)
+                    if pack is not None:
+                        self._tree_packs[loc.pack.id] = pack
+                        while sum(map(len, self._tree_packs.values())) > TREE_PACKS_IN_MEMORY:
+                            self._tree_packs.popitem(last=False)
+                else:
+                    self._tree_packs.move_to_end(loc.pack.id)
+            if pack is not None:
+                try:
+                    plain = self.open_blob(tree_id, BLOB_TREE, memoryview(pack)[loc.entry.o: loc.entry.o + loc.entry.l],
+                                           loc.entry.s)
+                except IntegrityError:
+                    self._tree_packs.pop(loc.pack.id, None)  # a damaged cached copy: read from providers
         if plain is None:
             plain = self.read_blob(tree_id)
         return formats.decode(plain, formats.Tree, f"tree {tree_id.hex()[:12]}")

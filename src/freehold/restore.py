@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -159,10 +160,14 @@ class Restore:
 
     @staticmethod
     def _open(path: Path) -> int:
-        with contextlib.suppress(FileNotFoundError):
-            if path.is_symlink():
-                path.unlink()
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            path.unlink()  # a symlink where the file goes: replace it, never write through it
+            return os.open(path, flags, 0o600)
 
     def _finish(self, fd: int, path: Path, node: Node) -> None:
         os.fchmod(fd, node.mode)
