@@ -68,7 +68,7 @@ def test_share_header_round_trip(k: int, n: int, i: int, plen: int, stripe: int,
 @given(st.binary(min_size=0, max_size=3000), st.integers(1, 5), st.integers(0, 3), st.data())
 def test_erasure_any_k_shares_rebuild_the_pack(pack: bytes, k: int, extra: int, data: st.DataObject) -> None:
     n = k + extra
-    shares = erasure.encode(bytearray(pack), len(pack), k, n)
+    shares = [b"".join(parts) for parts in erasure.encode(bytearray(pack), len(pack), k, n)]
     size = erasure.stripe_size(len(pack), k)
     assert all(len(s) == size for s in shares)
     assert b"".join(bytes(s) for s in shares[:k])[: len(pack)] == pack  # systematic
@@ -81,7 +81,7 @@ def test_erasure_any_k_shares_rebuild_the_pack(pack: bytes, k: int, extra: int, 
 
 def test_erasure_every_combination_for_3_of_5() -> None:
     pack = os.urandom(100_001)
-    shares = erasure.encode(bytearray(pack), len(pack), 3, 5)
+    shares = [b"".join(parts) for parts in erasure.encode(bytearray(pack), len(pack), 3, 5)]
     for combo in itertools.combinations(range(5), 3):
         got = erasure.decode_columns([(i, bytes(shares[i])) for i in combo], 3, 5)
         assert b"".join(got)[: len(pack)] == pack
@@ -182,3 +182,17 @@ def test_decoding_garbage_is_an_integrity_error_not_a_crash(junk: bytes) -> None
             formats.decode(junk, typ, "x")
         except IntegrityError:
             pass
+
+
+@given(st.binary(min_size=1, max_size=5000), st.integers(1, 64), st.integers(2, 4))
+def test_windowed_parity_equals_whole_stripe_parity(pack: bytes, window: int, k: int) -> None:
+    import zfec
+
+    old = erasure.ENCODE_WINDOW
+    erasure.ENCODE_WINDOW = window
+    try:
+        shares = [b"".join(parts) for parts in erasure.encode(bytearray(pack), len(pack), k, k + 2)]
+    finally:
+        erasure.ENCODE_WINDOW = old
+    whole = zfec.Encoder(k, k + 2).encode([bytes(s) for s in shares[:k]], [k, k + 1])
+    assert shares[k:] == [bytes(p) for p in whole]

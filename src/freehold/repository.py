@@ -419,7 +419,7 @@ class Repository:
         is padded in place) and write its n shares in parallel. Returns when all are durable."""
         pack_id = self.pack_id(pack, pack_len)
         payloads = erasure.encode(pack, pack_len, self.k, self.n)
-        stripe = len(payloads[0])
+        stripe = sum(len(p) for p in payloads[0])
         where = self.placement(pack_id)
         records: list[ShareRecord | None] = []
         futures: dict[int, Future[None]] = {}
@@ -428,10 +428,12 @@ class Repository:
                 records.append(None)  # degraded: recorded as missing, `check` reports it
                 continue
             header = ShareHeader(self.k, self.n, i, pack_len, stripe, pack_id).pack()
-            digest = blake3.blake3(header).update(payload).digest()
-            records.append(ShareRecord(p=where[i], h=digest, z=len(header) + len(payload)))
+            hasher = blake3.blake3(header)
+            for part in payload:
+                hasher.update(part)
+            records.append(ShareRecord(p=where[i], h=hasher.digest(), z=len(header) + stripe))
             futures[i] = self._pool.submit(self.providers[where[i]].put, share_name(pack_id, i),
-                                           (header, payload))
+                                           (header, *payload))
         errors: list[tuple[str, ProviderError]] = []
         for i, fut in futures.items():
             try:
