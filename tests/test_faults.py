@@ -177,3 +177,26 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(env: Env, tiny_disk: Path,
         sid, _, _ = v.backup([str(src)], degraded=True)
         v.restore(sid, tmp_path / "out2")
     same_tree(src, tmp_path / "out2" / "src")
+
+
+@needs_weed
+def test_recover_from_a_single_s3_provider_on_a_fresh_machine(tmp_path: Path, s3_env: SeaweedServer) -> None:
+    """Issue 5 on S3: an empty FREEHOLD_HOME, one S3 provider's address, credentials from the
+    environment, and a passphrase (then guardian shares) rebuild everything."""
+    for bucket in ("rec-1", "rec-2", "rec-3"):
+        s3_env.create_bucket(bucket)
+    disks = [tmp_path / "d1", tmp_path / "d2"]
+    for d in disks:
+        d.mkdir()
+    urls = [s3_env.url(b, "vault", **S3_FAST) for b in ("rec-1", "rec-2", "rec-3")] + [d.as_uri() for d in disks]
+    src = write_tree(tmp_path / "src", small=30, big=1_000_000)
+    home = tmp_path / "laptop"
+    with Vault.init([ProviderSpec(u) for u in urls], 3, 5, PASS, home=home, kdf=KdfParams.weak(64)) as v:
+        v.backup([str(src)])
+        shares = v.guardian_shares(2, 3)
+    for which, (unlock, new_home) in enumerate([({"passphrase": PASS}, tmp_path / "fresh1"),
+                                                ({"shares": shares[1:]}, tmp_path / "fresh2")]):
+        with Vault.recover([urls[which]], home=new_home, **unlock) as v:  # type: ignore[arg-type]
+            assert len(v.repo.config.providers) == 5
+            v.restore("latest", tmp_path / f"out{which}")
+        same_tree(src, tmp_path / f"out{which}" / "src")
