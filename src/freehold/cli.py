@@ -83,6 +83,7 @@ class BarProgress:
                             DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
         self.label = label
         self.task: Any = None
+        self.wants_total = err.is_terminal  # a total is worth a second walk only for a live bar
         self.warnings: list[str] = []
 
     def scanned(self, files: int, size: int) -> None:
