@@ -24,7 +24,7 @@ PROBE_RATIO = 0.97
 ZSTD_LEVEL = 3
 # Files up to this size are read whole and cut in memory; larger ones in blocks of READ_BLOCK.
 WHOLE_FILE = 8 * 1024 * 1024
-READ_BLOCK = 16 * 1024 * 1024
+READ_BLOCK = 8 * 1024 * 1024
 
 
 def _compiled() -> bool:

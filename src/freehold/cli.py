@@ -595,8 +595,9 @@ def tune_malloc() -> None:
 
     One arena: with an arena per thread glibc keeps freed buffers mapped in each (600 MiB
     backup: 215 MiB peak RSS by default, 167 MiB with one arena). Buffers up to 32 MiB from
-    the heap, not fresh mmaps, and no trimming below 128 MiB: freshly mapped pages fault and
-    are zeroed on first touch, which doubled the cost of filling a pack buffer here."""
+    the heap, not fresh mmaps: freshly mapped pages fault and are zeroed on first touch, which
+    doubled the cost of filling a pack buffer here. Trimming above 32 MiB free keeps peak RSS
+    of a 1 GiB backup at about 200 MiB."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -604,7 +605,7 @@ def tune_malloc() -> None:
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-8, 1)              # M_ARENA_MAX
             libc.mallopt(-3, 32 * 1024 * 1024)   # M_MMAP_THRESHOLD (the maximum allowed)
-            libc.mallopt(-1, 128 * 1024 * 1024)  # M_TRIM_THRESHOLD
+            libc.mallopt(-1, 32 * 1024 * 1024)   # M_TRIM_THRESHOLD
         except (OSError, AttributeError):
             pass
 

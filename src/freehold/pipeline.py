@@ -77,7 +77,9 @@ class _PackStream:
         length = self.size + len(self.parts[-1])
         pack = bytearray(erasure.padded_size(length, self.owner.repo.k))
         pos = 0
-        for part in self.parts:
+        self.parts.reverse()
+        while self.parts:  # drop each envelope once copied: the pack and its parts never both peak
+            part = self.parts.pop()
             pack[pos: pos + len(part)] = part
             pos += len(part)
         self.owner.submit_pack(pack, length, self.entries)
