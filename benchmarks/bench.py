@@ -1264,21 +1264,20 @@ def format_table(
     all_pairs = [(sn, pair, r) for sn, pairs in rat.items() for pair, r in pairs.items()]
     anchor_pairs = [x for x in all_pairs if not x[1].startswith("freehold-s3/")]
     s3_pairs = [x for x in all_pairs if x[1].startswith("freehold-s3/")]
-    if anchor_pairs:
-        lines += ["", "Ratios (Freehold / anchor; >1 means Freehold is faster):"]
-        for set_name, pair, r in anchor_pairs:
+    ratio_sections = [
+        (anchor_pairs, "Ratios (Freehold / anchor; >1 means Freehold is faster):", 16, "anchor s / freehold s"),
+        (s3_pairs, "Ratios (freehold-s3 / local-only freehold; <1 means the S3 providers slow it down):", 20,
+         "local s / s3 s"),
+    ]
+    for pairs_, title, width, unchanged_label in ratio_sections:
+        if not pairs_:
+            continue
+        lines += ["", title]
+        for set_name, pair, r in pairs_:
             lines.append(
-                f"  {set_name:<7} {pair:<16} backup {fmt(r['backup_mb_s'], '.2f'):>6}   "
+                f"  {set_name:<7} {pair:<{width}} backup {fmt(r['backup_mb_s'], '.2f'):>6}   "
                 f"restore {fmt(r['restore_mb_s'], '.2f'):>6}   "
-                f"unchanged (anchor s / freehold s) {fmt(r['unchanged_speedup'], '.2f'):>6}"
-            )
-    if s3_pairs:
-        lines += ["", "Ratios (freehold-s3 / local-only freehold; <1 means the S3 providers slow it down):"]
-        for set_name, pair, r in s3_pairs:
-            lines.append(
-                f"  {set_name:<7} {pair:<20} backup {fmt(r['backup_mb_s'], '.2f'):>6}   "
-                f"restore {fmt(r['restore_mb_s'], '.2f'):>6}   "
-                f"unchanged (local s / s3 s) {fmt(r['unchanged_speedup'], '.2f'):>6}"
+                f"unchanged ({unchanged_label}) {fmt(r['unchanged_speedup'], '.2f'):>6}"
             )
     return "\n".join(lines)
 

@@ -67,6 +67,14 @@ def _emit(data: Any) -> None:
     out.out(json.dumps(data, indent=2, default=str), highlight=False)
 
 
+def _report(as_json: bool, data: Any, text: str) -> None:
+    """A command's result: ``data`` as JSON with --json, else ``text`` for people."""
+    if as_json:
+        _emit(data)
+    else:
+        out.print(text)
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -358,10 +366,8 @@ def provider_add(
     """Add a provider; it receives copies of keys, index and snapshots at once."""
     with _open(passphrase_file) as v:
         entry = v.add_provider(ProviderSpec(url, jurisdiction, operator, name))
-    if as_json:
-        _emit({"id": entry.id, "url": entry.url, "jurisdiction": entry.jurisdiction, "operator": entry.operator})
-        return
-    out.print(f"Added provider {entry.id} ({entry.url}); new packs may now be placed on it.")
+    _report(as_json, formats.encode_json(entry),
+            f"Added provider {entry.id} ({entry.url}); new packs may now be placed on it.")
 
 
 @provider_app.command("list")
@@ -406,10 +412,7 @@ def policy_show(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -
     """Show the placement policy."""
     with _open(passphrase_file) as v:
         policy = v.repo.config.policy
-    if as_json:
-        _emit(formats.encode_json(policy))
-        return
-    out.print(placement.describe(policy))
+    _report(as_json, formats.encode_json(policy), placement.describe(policy))
 
 
 keys_app = typer.Typer(help="Passphrases that open the vault (key objects).", no_args_is_help=True)
@@ -469,10 +472,7 @@ def keys_add(new_passphrase_file: NewPassOpt = None, passphrase_file: PassFileOp
     """Add another passphrase that opens the vault."""
     with _open(passphrase_file) as v:
         kid = v.add_key(_new_passphrase(new_passphrase_file), _kdf_from_env())
-    if as_json:
-        _emit({"id": kid})
-        return
-    out.print(f"Added key {kid[:12]}; the new passphrase opens this vault too.")
+    _report(as_json, {"id": kid}, f"Added key {kid[:12]}; the new passphrase opens this vault too.")
 
 
 @keys_app.command("remove")
@@ -481,10 +481,7 @@ def keys_remove(key_id: Annotated[str, typer.Argument(help="Key id (or a unique 
     """Revoke a passphrase: its key object is deleted from every provider."""
     with _open(passphrase_file) as v:
         v.remove_key(key_id)
-    if as_json:
-        _emit({"removed": key_id})
-        return
-    out.print(f"Removed key {key_id}.")
+    _report(as_json, {"removed": key_id}, f"Removed key {key_id}.")
 
 
 @passphrase_app.command("change")
@@ -493,10 +490,7 @@ def passphrase_change(new_passphrase_file: NewPassOpt = None, passphrase_file: P
     """Change the passphrase: only key objects are rewritten, never data."""
     with _open(passphrase_file) as v:
         kid = v.change_passphrase(_new_passphrase(new_passphrase_file), _kdf_from_env())
-    if as_json:
-        _emit({"id": kid})
-        return
-    out.print("Passphrase changed; the old one no longer opens the vault.")
+    _report(as_json, {"id": kid}, "Passphrase changed; the old one no longer opens the vault.")
 
 
 @guardians_app.command("create")
