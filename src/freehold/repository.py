@@ -289,8 +289,13 @@ class Repository:
                     log.warning("cannot heal %s: %s", name, exc)
                     continue
                 for pid in missing:
-                    self.providers[pid].put(name, env)
-                    copies += 1
+                    if pid in self.down:
+                        continue
+                    try:
+                        self.providers[pid].put(name, env)
+                        copies += 1
+                    except ProviderError as exc:  # healing is best effort; `check` still reports it
+                        log.warning("provider %s: cannot restore a copy of %s: %s", pid, name, exc)
         return copies
 
     def _write_content_addressed(self, prefix: str, kind: int, plain: bytes) -> str:
