@@ -97,7 +97,8 @@ class BarProgress:
     def scanned(self, files: int, size: int) -> None:
         if self.task is None:
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=size)
+            # Restores always know their total; backups count it only for a live bar (wants_total).
+            self.task = self.bar.add_task(self.label, total=size if size or self.wants_total else None)
 
     def advance(self, size: int) -> None:
         if self.task is not None:
