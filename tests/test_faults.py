@@ -200,3 +200,37 @@ def test_recover_from_a_single_s3_provider_on_a_fresh_machine(tmp_path: Path, s3
             assert len(v.repo.config.providers) == 5
             v.restore("latest", tmp_path / f"out{which}")
         same_tree(src, tmp_path / f"out{which}" / "src")
+
+
+@needs_weed
+def test_s3_provider_whose_volume_fills_up(tmp_path: Path, s3_env: SeaweedServer, tiny_disk: Path) -> None:
+    """A real SeaweedFS whose disk (a small tmpfs) fills during a backup: SeaweedFS answers 500,
+    the provider retries, then the backup fails naming the provider; nothing earlier is lost, and
+    a degraded backup goes on with the other four."""
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,size=48m", str(tiny_disk)], check=True)
+    full = SeaweedServer(tiny_disk / "weed", binary=WEED, extra_args=("-volume.minFreeSpace=1MiB",))
+    full.start()
+    try:
+        full.create_bucket("full")
+        disks = []
+        for i in range(4):
+            (tmp_path / f"d{i}").mkdir()
+            disks.append(tmp_path / f"d{i}")
+        specs = [ProviderSpec(d.as_uri(), name=f"disk{i}") for i, d in enumerate(disks)]
+        specs.append(ProviderSpec(full.url("full", "v", **S3_FAST), name="s3full"))
+        src = write_tree(tmp_path / "src", small=10)
+        home = tmp_path / "home"
+        with Vault.init(specs, 3, 5, PASS, home=home, kdf=KdfParams.weak(64)) as v:
+            first, _, _ = v.backup([str(src)])
+        (src / "big.bin").write_bytes(os.urandom(160_000_000))  # 1/3 of it per share: more than 48 MiB
+        with Vault.open(PASS, home=home) as v:
+            with pytest.raises(ProviderUnavailable, match="s3full"):
+                v.backup([str(src)])
+            assert [s for s, _ in v.snapshots()] == [first]
+            sid, _, _ = v.backup([str(src)], degraded=True)
+            v.restore(sid, tmp_path / "out")
+        same_tree(src, tmp_path / "out" / "src")
+    finally:
+        full.stop(grace=0.5)
