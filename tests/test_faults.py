@@ -68,10 +68,13 @@ def test_restore_races_slow_provider_and_survives_garbage(env: Env, tmp_path: Pa
         sid, _, _ = v.backup([str(src)])
     with env.open() as v:
         v.repo.hedge_after = 0.2
-        faulty = _wrap(v, p1={"delay": {"get": 30.0}}, p3={"corrupt": 1.0})
+        # The providers holding the first two data shares of the biggest pack: one slow, one lying.
+        rec = max(v.repo.packs.values(), key=lambda r: r.len)
+        slow, liar = rec.shares[0].p, rec.shares[1].p  # type: ignore[union-attr]
+        faulty = _wrap(v, **{slow: {"delay": {"get": 30.0}}, liar: {"corrupt": 1.0}})
         v.restore(sid, tmp_path / "out")
         assert v.repo.read_stats.fallback_reads > 0
-        assert faulty["p3"].corrupted > 0
+        assert faulty[liar].corrupted > 0
     same_tree(src, tmp_path / "out" / "src")
 
 

@@ -122,7 +122,8 @@ class Repository:
         # Single provider requests only; jobs here never wait on other jobs (no nested-pool deadlock).
         self._fetch_pool = ThreadPoolExecutor(max(16, self.n * 4), thread_name_prefix="freehold-fetch")
         self._race_pool = ThreadPoolExecutor(8, thread_name_prefix="freehold-race")
-        self.hedge_after = 2.0  # seconds a fast read may take before the other shares are raced
+        self.hedge_after = 2.0          # seconds a fast read may take before the other shares are raced
+        self.slow: set[str] = set()     # providers whose reads missed that deadline this session
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -504,11 +505,16 @@ class Repository:
         def fast() -> dict[bytes, bytes]:
             return self._open_group(group, self._read_pack_range_fast(rec, start, end), start)
 
+        stripe = erasure.stripe_size(rec.len, rec.k)
+        holders = {s.p for j, _, _ in _segments(start, end, stripe) if (s := rec.shares[j]) is not None}
+        if holders & self.slow:  # known slow this session: do not tie up another thread waiting on it
+            return self._read_group_degraded(rec, group, start, end)
         fast_job = self._fetch_pool.submit(fast)
         try:
             return fast_job.result(timeout=self.hedge_after)
         except FutureTimeout:
             log.info("pack %s: data shares slow; racing the other shares", rec.id.hex()[:12])
+            self.slow |= holders
         except FreeholdError as exc:
             log.info("fast read of pack %s failed (%s); decoding from other shares", rec.id.hex()[:12], exc)
             return self._read_group_degraded(rec, group, start, end)
@@ -608,9 +614,15 @@ class Repository:
             self.read_stats.add(len(got), fallback=True)
             return i, (got if len(got) == hi - lo else None)
 
-        # Ask every share at once and decode from the first k that verify: a slow or dead
-        # provider costs nothing as long as k others answer.
-        jobs = [self._fetch_pool.submit(fetch, i) for i in range(rec.n)]
+        # Ask every share at once (providers known to be slow only if the others are not enough)
+        # and decode from the first k that verify: a slow or dead provider costs nothing as long
+        # as k others answer.
+        quick = [i for i in range(rec.n) if (s := rec.shares[i]) is not None and s.p not in self.slow]
+        skipped = [i for i in range(rec.n) if (s := rec.shares[i]) is not None and s.p in self.slow]
+        if len(quick) < rec.k:
+            quick, skipped = quick + skipped, []
+        order = quick
+        jobs = [self._fetch_pool.submit(fetch, i) for i in order]
         avail: list[tuple[int, bytes]] = []
         last: FreeholdError | None = None
         for job in as_completed(jobs):
@@ -628,6 +640,9 @@ class Repository:
                     return self._open_group(group, data, start)
                 except IntegrityError as exc:
                     last = exc
+        if skipped:  # the quick providers were not enough: ask the slow ones too
+            self.slow.clear()
+            return self._read_group_degraded(rec, group, start, end)
         if len(avail) < rec.k:
             raise NotEnoughShares(f"pack {rec.id.hex()[:12]}: only {len(avail)} of the {rec.k} "
                                   "shares needed are readable")
