@@ -252,3 +252,19 @@ def test_cli_keys_and_passphrase_change(env: Env, tmp_path: Path) -> None:
     last = run("keys", "remove", json.loads(run("keys", "list", "--json", FREEHOLD_PASSPHRASE="third").stdout)[0][
         "id"], FREEHOLD_PASSPHRASE="third")
     assert last.returncode == 2 and "last key" in last.stderr
+
+
+def test_restore_into_bad_targets_is_a_clear_error(env: Env, tmp_path: Path) -> None:
+    env.cli("init", *env.urls)
+    env.cli("backup", str(write_tree(tmp_path / "src", small=3)))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    for target, code, words in [(afile, 2, "not a directory"), (ro / "sub", 2, "Permission denied"),
+                                (ro, 1, "Permission denied")]:
+        proc = env.cli("restore", "latest", "--target", str(target), check=False, prefix=_limited())
+        assert proc.returncode == code and words in proc.stderr, proc.stderr
+        _no_traceback(proc)
+    ro.chmod(0o755)

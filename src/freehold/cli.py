@@ -615,6 +615,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the local machine refused (disk full, permissions): not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"freehold: error: {exc.strerror or exc}{where}", markup=False, highlight=False)
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err.print("freehold: interrupted; snapshots already saved are intact")
         sys.exit(130)

@@ -66,7 +66,12 @@ class Restore:
         self._links: list[tuple[Path, Node]] = []
 
     def run(self, snap: formats.Snapshot, target: Path, include: str | None = None) -> RestoreStats:
-        target.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"restore target {target} exists and is not a directory")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create restore target {target}: {exc.strerror}") from None
         node = find_node(self.repo, snap, include) if include else None
         if node is None:
             self._plan_tree(snap.tree, target)
