@@ -190,9 +190,7 @@ def init(
         raise UsageError("name the providers: freehold init --k 3 --n 5 file:///abs/p1 ... (or --provider)")
     policy = _policy(allow, min_jurisdictions, max_per_operator)
     passphrase = _passphrase(passphrase_file, confirm=True)
-    weak = os.environ.get("FREEHOLD_KDF_MEMORY_KIB")  # test suites only: see keys.KdfParams.weak
-    kdf = keys.KdfParams.weak(int(weak)) if weak and weak.isdigit() else None
-    with Vault.init(specs, k, n, passphrase, kdf=kdf, policy=policy) as v:
+    with Vault.init(specs, k, n, passphrase, kdf=_kdf_from_env(), policy=policy) as v:
         vid = v.repo.config.vault_id.hex()
         if as_json:
             _emit({"vault_id": vid, "k": k, "n": n, "home": str(v.home),
