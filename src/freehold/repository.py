@@ -23,6 +23,7 @@ import blake3
 from . import erasure, formats, placement
 from .crypto import (
     KIND_CONFIG,
+    KIND_DATA,
     KIND_INDEX,
     KIND_PACK_TRAILER,
     KIND_SNAPSHOT,
@@ -68,8 +69,6 @@ def share_name(pack_id: bytes, index: int) -> str:
 
 
 def kind_for(blob_type: int) -> int:
-    from .crypto import KIND_DATA
-
     return KIND_TREE if blob_type == BLOB_TREE else KIND_DATA
 
 
@@ -220,8 +219,7 @@ class Repository:
         """Fetch (cache first) and verify a sealed object named by the keyed hash of its plaintext."""
         return self._fetch_verified(prefix, name_hex, kind, what)[1]
 
-    def _fetch_verified(self, prefix: str, name_hex: str, kind: int, what: str,
-                        use_cache: bool = True) -> tuple[bytes, bytes]:
+    def _fetch_verified(self, prefix: str, name_hex: str, kind: int, what: str) -> tuple[bytes, bytes]:
         """(envelope, plaintext) of a content-addressed object, verified."""
         name = prefix + name_hex
         context = name.encode()
@@ -233,7 +231,7 @@ class Repository:
             return plain
 
         cpath = self._cached(prefix.rstrip("/"), name_hex)
-        env = self._cache_get(cpath) if use_cache else None
+        env = self._cache_get(cpath)
         if env is not None:
             try:
                 return env, verify(env)
@@ -264,6 +262,16 @@ class Repository:
                 copied += 1
         return copied
 
+    def replica_listings(self, prefix: str) -> dict[str, set[str]]:
+        """Names under ``prefix`` held by each reachable provider (unreachable ones are left out)."""
+        listings: dict[str, set[str]] = {}
+        for pid, p in self.providers.items():
+            try:
+                listings[pid] = {name for name, _ in p.list(prefix)}
+            except ProviderError:
+                continue
+        return listings
+
     def heal_replicas(self) -> int:
         """Copy index and snapshot objects to reachable providers that lack them.
 
@@ -273,12 +281,7 @@ class Repository:
         copies = 0
         kinds = {INDEX_PREFIX: KIND_INDEX, SNAPSHOT_PREFIX: KIND_SNAPSHOT}
         for prefix, kind in kinds.items():
-            listings: dict[str, set[str]] = {}
-            for pid, p in self.providers.items():
-                try:
-                    listings[pid] = {name for name, _ in p.list(prefix)}
-                except ProviderError:
-                    continue
+            listings = self.replica_listings(prefix)
             union = set().union(*listings.values()) if listings else set()
             for name in sorted(union):
                 missing = [pid for pid, names in listings.items() if name not in names]
@@ -378,12 +381,12 @@ class Repository:
         return out
 
     def resolve_snapshot(self, ref: str) -> str:
-        ids = self.snapshot_ids()
         if ref == "latest":
             snaps = self.snapshots()
             if not snaps:
                 raise SnapshotNotFound("the vault has no snapshots yet")
             return snaps[-1][0]
+        ids = self.snapshot_ids()
         ref_l = ref.lower()
         matches = [s for s in ids if s.startswith(ref_l)] if len(ref_l) >= 4 else []
         if len(matches) == 1:

@@ -431,16 +431,17 @@ class Vault:
         return report
 
     def _check_snapshot_objects(self, report: CheckReport) -> list[tuple[str, formats.Snapshot]]:
-        ids = self.repo.snapshot_ids()
-        for pid, prov in self.repo.providers.items():
-            try:
-                held = {name for name, _ in prov.list(SNAPSHOT_PREFIX)}
-            except ProviderError:
-                continue  # reported by check_shares as unreachable
-            for sid in ids:
-                if SNAPSHOT_PREFIX + sid not in held:
-                    report.problems.append(Problem("missing-replica", "snapshot object missing",
-                                                   pid, SNAPSHOT_PREFIX + sid))
+        # One listing per reachable provider serves both the snapshot list and the replica check
+        # (unreachable providers are reported by check_shares).
+        listings = self.repo.replica_listings(SNAPSHOT_PREFIX)
+        if not listings:
+            self.repo.snapshot_ids()  # no provider answers: raise its error, as listing always did
+        names = sorted(set().union(*listings.values()))
+        ids = [n[len(SNAPSHOT_PREFIX):] for n in names]
+        for pid, held in listings.items():
+            for name in names:
+                if name not in held:
+                    report.problems.append(Problem("missing-replica", "snapshot object missing", pid, name))
         out = []
         for sid in ids:
             try:
