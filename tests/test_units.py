@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import random
+import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from freehold import erasure, formats
+from freehold import erasure, formats, isal
 from freehold.chunking import Chunker, Compressor
 from freehold.crypto import ENC_NONE, ENC_ZSTD, KIND_DATA, KIND_INDEX, VaultKeys, open_sealed, seal
 from freehold.errors import IntegrityError
@@ -186,13 +188,57 @@ def test_decoding_garbage_is_an_integrity_error_not_a_crash(junk: bytes) -> None
 
 @given(st.binary(min_size=1, max_size=5000), st.integers(1, 64), st.integers(2, 4))
 def test_windowed_parity_equals_whole_stripe_parity(pack: bytes, window: int, k: int) -> None:
+    """The zfec fallback computes parity in column windows: same bytes as whole stripes."""
     import zfec
 
-    old = erasure.ENCODE_WINDOW
-    erasure.ENCODE_WINDOW = window
+    old = erasure.ENCODE_WINDOW, erasure.PARITY
+    erasure.ENCODE_WINDOW, erasure.PARITY = window, "zfec"
     try:
         shares = [b"".join(parts) for parts in erasure.encode(bytearray(pack), len(pack), k, k + 2)]
     finally:
-        erasure.ENCODE_WINDOW = old
+        erasure.ENCODE_WINDOW, erasure.PARITY = old
     whole = zfec.Encoder(k, k + 2).encode([bytes(s) for s in shares[:k]], [k, k + 1])
     assert shares[k:] == [bytes(p) for p in whole]
+
+
+def test_isal_is_used_where_its_library_is_installed() -> None:
+    """On Linux x86_64/aarch64 the pyeclib wheel brings ISA-L: the fast path must be live there,
+    or every other parity test would only be testing zfec."""
+    import platform
+
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip("ISA-L comes with the pyeclib wheel on Linux x86_64/aarch64 only")
+    assert isal.library() is not None
+    assert isal.parity(3, 5) is not None
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 70_000), st.integers(1, 12), st.integers(1, 6), st.randoms(use_true_random=False))
+def test_isal_parity_is_zfec_parity(length: int, k: int, extra: int, rnd: random.Random) -> None:
+    """ISA-L with zfec's coefficients gives zfec's bytes for any k, n and length (vector
+    kernels and byte-wise tails alike), so shares do not depend on which library wrote them."""
+    import zfec
+
+    coder = isal.parity(k, k + extra)
+    if coder is None:
+        pytest.skip("no ISA-L here")
+    stripes = [bytearray(rnd.randbytes(length)) for _ in range(k)]
+    got = coder.encode(stripes, length)
+    want = zfec.Encoder(k, k + extra).encode([bytes(s) for s in stripes], list(range(k, k + extra)))
+    assert [bytes(g) for g in got] == [bytes(w) for w in want]
+
+
+def test_encode_paths_agree_and_isal_refuses_a_wrong_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    pack = os.urandom(1_000_003)
+    fast = [b"".join(p) for p in erasure.encode(bytearray(pack), len(pack), 3, 5)]
+    monkeypatch.setattr(erasure, "PARITY", "zfec")
+    slow = [b"".join(p) for p in erasure.encode(bytearray(pack), len(pack), 3, 5)]
+    assert fast == slow
+    # A library that computes something else is caught by the self-check and not used.
+    monkeypatch.setattr(isal, "zfec_matrix", lambda k, n: [[1] * k for _ in range(n - k)])
+    isal.parity.cache_clear()
+    try:
+        assert isal.parity(3, 5) is None or isal.library() is None
+    finally:
+        monkeypatch.undo()
+        isal.parity.cache_clear()

@@ -8,7 +8,8 @@ costs k small ranged reads, not k whole shares.
 
 zfec was chosen over pyeclib: it releases the GIL (scales across threads, measured
 1,347 MB/s on two threads against pyeclib's 158) and decodes ranges, where
-pyeclib's fragments carry headers and decode only whole.
+pyeclib's fragments carry headers and decode only whole. Parity is computed by ISA-L
+with zfec's coefficients where ISA-L is present (``isal``: the same bytes, ~13x faster).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from collections.abc import Sequence
 
 import zfec
 
+from . import isal
+
+# "isal" when ISA-L computes parity (checked against zfec when first loaded), else "zfec".
+# Tests set this to "zfec" to exercise the fallback.
+PARITY = "isal"
 
 def stripe_size(pack_len: int, k: int) -> int:
     return max(1, -(-pack_len // k))
@@ -36,13 +42,13 @@ def padded_size(pack_len: int, k: int) -> int:
 ENCODE_WINDOW = 1024 * 1024
 
 
-def encode(pack: bytearray, pack_len: int, k: int, n: int) -> list[list[memoryview | bytes]]:
+def encode(pack: bytearray, pack_len: int, k: int, n: int) -> list[list[memoryview | bytes | bytearray]]:
     """Return the n share payloads (stripe i for i < k, then parity) of ``pack[:pack_len]``,
     each as a list of parts to be written one after the other.
 
     The buffer is zero-padded in place to k * stripe bytes (the caller owns it) so that
-    the data shares are views into it: no copy of the pack is made. Parity is computed one
-    1 MiB column window at a time (the code is column-wise, so the result is the same):
+    the data shares are views into it: no copy of the pack is made. ISA-L computes parity in
+    one call per pack; zfec one 1 MiB column window at a time (the code is column-wise, so the result is the same):
     37 % faster than whole 5 MiB stripes, which overflow the CPU caches."""
     size = stripe_size(pack_len, k)
     total = k * size
@@ -53,11 +59,14 @@ def encode(pack: bytearray, pack_len: int, k: int, n: int) -> list[list[memoryvi
     pack[pack_len:total] = bytes(total - pack_len)  # same length: zeroes the tail without moving
     view = memoryview(pack)
     stripes = [view[i * size:(i + 1) * size] for i in range(k)]
-    shares: list[list[memoryview | bytes]] = [[s] for s in stripes]
+    shares: list[list[memoryview | bytes | bytearray]] = [[s] for s in stripes]
     if n == k:
         return shares
+    fast = isal.parity(k, n) if PARITY == "isal" else None
+    if fast is not None:
+        return shares + [[p] for p in fast.encode(stripes, size)]
     coder = zfec.Encoder(k, n)
-    parity: list[list[memoryview | bytes]] = [[] for _ in range(n - k)]
+    parity: list[list[memoryview | bytes | bytearray]] = [[] for _ in range(n - k)]
     wanted = list(range(k, n))
     for a in range(0, size, ENCODE_WINDOW):
         b = min(size, a + ENCODE_WINDOW)
