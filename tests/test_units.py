@@ -7,6 +7,9 @@ import itertools
 import os
 import random
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -150,18 +153,75 @@ def test_compressor_skips_random_data_and_packs_text() -> None:
     assert c.encode(b"hello world " * 30_000)[0] == ENC_ZSTD
 
 
-@given(st.binary(max_size=400_000), st.integers(20_000, 120_000))
-def test_block_reader_cuts_exactly_where_whole_buffer_cutting_does(data: bytes, block: int) -> None:
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200_000) | st.integers(0, 200_000).map(lambda n: bytes(n)), st.integers(700, 70_000),
+       st.integers(1, 4), st.integers(0, 2))
+def test_segmented_chunking_cuts_exactly_where_whole_buffer_cutting_does(
+        data: bytes, segment: int, ahead: int, hint: int) -> None:
+    """Pieces cut on two threads and stitched at the seams give the sequential chunks and ids,
+    whatever the piece size (smaller than a chunk, or than min_size, included), the look-ahead,
+    and whether the size hint is exact, short (the file grew) or absent. Zero bytes included:
+    long runs without a content-defined cut end at max_size exactly at seams."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import freehold.chunking as chunking
 
     ch = Chunker(seed=777, min_size=1024, avg_size=4096, max_size=16384)
-    old = chunking.READ_BLOCK
-    chunking.READ_BLOCK = block
+    old = chunking.SEGMENT
+    chunking.SEGMENT = segment
+    read = io.BytesIO(data)
+    lock = threading.Lock()
+
+    def read_at(offset: int, into: memoryview) -> int:
+        with lock:
+            read.seek(offset)
+            return read.readinto(into)
+
     try:
+        with ThreadPoolExecutor(2) as pool:
+            size_hint = [len(data), len(data) // 2, 0][hint]
+            got = [(bytes(c), i) for c, i in ch.chunks_at(read_at, pool.submit, lambda c: KEYS.blob_id(c),
+                                                          size_hint, ahead)]
         streamed = [bytes(c) for c in ch.chunks(io.BytesIO(data))]
     finally:
-        chunking.READ_BLOCK = old
-    assert streamed == [bytes(c) for c in ch.cut(data)]
+        chunking.SEGMENT = old
+    want = [bytes(c) for c in ch.cut(data)]
+    assert [c for c, _ in got] == want
+    assert [i for _, i in got] == [KEYS.blob_id(c) for c in want]
+    assert streamed == want
+
+
+def test_segmented_chunking_stops_its_reads_when_abandoned() -> None:
+    """A caller that stops early (an error, a skipped file) may close the file at once: no
+    read is still running or starts later."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import freehold.chunking as chunking
+
+    ch = Chunker(seed=777, min_size=1024, avg_size=4096, max_size=16384)
+    data = os.urandom(400_000)
+    closed = threading.Event()
+    late: list[int] = []
+
+    def read_at(offset: int, into: memoryview) -> int:
+        time.sleep(0.02)  # a slow disk: later pieces are still queued or running at close
+        if closed.is_set():
+            late.append(offset)
+        piece = data[offset: offset + len(into)]
+        into[: len(piece)] = piece
+        return len(piece)
+
+    old = chunking.SEGMENT
+    chunking.SEGMENT = 20_000
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            gen = ch.chunks_at(read_at, pool.submit, KEYS.blob_id, len(data), 4)
+            next(gen)
+            gen.close()
+            closed.set()
+    finally:
+        chunking.SEGMENT = old
+    assert late == []
 
 
 node_st = st.builds(
@@ -242,3 +302,48 @@ def test_encode_paths_agree_and_isal_refuses_a_wrong_library(monkeypatch: pytest
     finally:
         monkeypatch.undo()
         isal.parity.cache_clear()
+
+
+@given(st.lists(st.binary(max_size=3000), min_size=1, max_size=8), st.integers(1, 6), st.data())
+def test_scatter_lays_the_pack_out_as_zero_padded_stripes(parts: list[bytes], k: int, data: st.DataObject) -> None:
+    from freehold.repository import _scatter
+
+    pack = b"".join(parts)
+    size = erasure.stripe_size(len(pack), k)
+    # Reused buffers hold old bytes: the padding must be zeroed, not assumed.
+    junk = data.draw(st.integers(0, 255))
+    stripes = [memoryview(bytearray([junk]) * size) for _ in range(k)]
+    _scatter([bytearray(p) for p in parts], stripes, len(pack))
+    assert b"".join(bytes(s) for s in stripes) == pack + bytes(k * size - len(pack))
+
+
+def test_local_provider_writes_page_aligned_buffers_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A share in a page-aligned buffer is written with O_DIRECT from where it is, in one call:
+    only its last partial 4 KiB block goes through the bounce buffer; the bytes are the same."""
+    import mmap
+
+    from freehold.providers import local
+
+    blocks: list[int] = []
+    real_write = local._write_block
+
+    def recording_write(fd: int, block: memoryview, first: bool) -> bool:
+        blocks.append(len(block))
+        return real_write(fd, block, first)
+
+    monkeypatch.setattr(local, "_write_block", recording_write)
+    prov = local.LocalProvider(tmp_path)
+    buf = mmap.mmap(-1, 4 * 1024 * 1024)
+    payload = os.urandom(3 * 1024 * 1024 + 123)
+    view = memoryview(buf)[: len(payload)]
+    view[:] = payload
+    prov.put("data/aligned", view)
+    assert (tmp_path / "data" / "aligned").read_bytes() == payload
+    if not prov._direct:
+        pytest.skip("this file system refuses O_DIRECT")
+    assert blocks == [3 * 1024 * 1024, 4096]
+    blocks.clear()
+    unaligned = bytearray(b"x" + payload)
+    prov.put("data/copied", memoryview(unaligned)[1:])
+    assert (tmp_path / "data" / "copied").read_bytes() == payload
+    assert blocks == [1024 * 1024] * 3 + [4096]

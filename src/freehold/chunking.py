@@ -6,7 +6,11 @@ hence sizes) cannot be used to fingerprint known files across vaults.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import collections
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import zstandard
@@ -22,9 +26,14 @@ MAX_SIZE = 4 * 1024 * 1024
 PROBE = 64 * 1024
 PROBE_RATIO = 0.97
 ZSTD_LEVEL = 3
-# Files up to this size are read whole and cut in memory; larger ones in blocks of READ_BLOCK.
+# Files up to this size are read whole and cut in memory.
 WHOLE_FILE = 8 * 1024 * 1024
-READ_BLOCK = 8 * 1024 * 1024
+# Larger files are read, cut and hashed in pieces of SEGMENT bytes on worker threads.
+SEGMENT = 8 * 1024 * 1024
+SEGMENTS_AHEAD = 2
+
+ReadAt = Callable[[int, memoryview], int]                    # (offset, into) -> bytes read; 0 at the end
+Submit = Callable[..., "Future[_Scanned]"]                   # an executor's submit
 
 
 def _compiled() -> bool:
@@ -51,34 +60,137 @@ class Chunker:
             yield view[chunk.offset: chunk.offset + chunk.length]
 
     def chunks(self, stream: BinaryIO) -> Iterator[memoryview]:
-        """Chunks of a stream of any size, as views into READ_BLOCK-sized buffers.
+        """Chunks of a stream of any size, read and cut one segment at a time on this thread."""
+        def read_at(offset: int, into: memoryview) -> int:
+            stream.seek(offset)
+            return stream.readinto(into) or 0  # type: ignore[attr-defined]
 
-        Cuts exactly where ``cut`` would on the whole content: every chunk but the last of
-        a buffer ends at a real cut point or at max_size, which no later byte can change;
-        the last one is carried into the next buffer unless the stream has ended.
-        (pyfastcdc's own cut_stream reads in small pieces and copies every chunk: 2x slower.)"""
-        tail: memoryview | None = None
-        while True:
-            keep = len(tail) if tail is not None else 0
-            buf = bytearray(keep + READ_BLOCK)
-            if tail is not None:
-                buf[:keep] = tail
-            view = memoryview(buf)
-            got = stream.readinto(view[keep:])  # type: ignore[attr-defined]
-            end = keep + (got or 0)
-            if end == 0:
-                return
-            data = view[:end]
-            last = None
-            for chunk in self._cdc.cut_buf(data):
-                if last is not None:
-                    yield last
-                last = data[chunk.offset: chunk.offset + chunk.length]
-            if not got:  # end of stream: the last chunk is final
-                if last is not None:
-                    yield last
-                return
-            tail = last
+        for chunk, _ in self.chunks_at(read_at, _Inline().submit, lambda c: b""):
+            yield chunk
+
+    def chunks_at(self, read_at: ReadAt, submit: Submit, blob_id: Callable[[memoryview], bytes],
+                  size_hint: int = 0, ahead: int = SEGMENTS_AHEAD) -> Iterator[tuple[memoryview, bytes]]:
+        """(chunk, blob_id(chunk)) of a file of any size, cut exactly where ``cut`` would cut
+        its whole content, with the reading, cutting and hashing spread over ``submit``'s threads.
+
+        The file is read in SEGMENT-sized pieces and each piece is cut and hashed on its own,
+        as if a chunk began at its first byte. Only the seam is wrong: this thread re-cuts
+        from the true last cut of the previous piece (copying at most max_size bytes) until a
+        true cut lands on one of the piece's own cut points. FastCDC's next cut depends only
+        on where the previous one was, so from there on the piece's cuts are the true ones;
+        that happens within a chunk or two. (One thread cutting and hashing was the limit of
+        a large-file backup: 1.3 s of 3.2 s per GB on the main thread.)"""
+        jobs: collections.deque[Future[_Scanned]] = collections.deque()
+        next_start = 0
+        eof_seen = False
+
+        def refill() -> None:
+            nonlocal next_start
+            while not eof_seen and len(jobs) < ahead and (next_start < size_hint or not jobs):
+                left = size_hint - next_start
+                # One byte more than the size the file had: the piece that holds its end sees it.
+                # Past that size (the file grew, or no size was given), whole or 1 MiB pieces.
+                length = min(SEGMENT, left + 1) if left > 0 else (SEGMENT if not size_hint else 1 << 20)
+                jobs.append(submit(self._scan, read_at, next_start, length, blob_id))
+                next_start += length
+
+        max_size = self._cdc.max_size
+        carry: memoryview | None = None  # the unfinished chunk: from the last true cut to the end so far
+        try:
+            refill()
+            while jobs:
+                seg = jobs.popleft().result()
+                eof_seen = seg.eof
+                refill()
+                data, spec = seg.data, {o: j for j, (o, _) in enumerate(seg.cuts)}
+                q = 0
+                if carry is not None:
+                    # The chunk that crosses the seam: cut the carried bytes and the piece's start.
+                    # Its end is usually within min_size + avg_size of its start; else up to max_size.
+                    for limit in (max(self._cdc.min_size + self._cdc.avg_size - len(carry), 1), max_size):
+                        seam = memoryview(b"".join((carry, data[:limit])))
+                        first = next(iter(self._cdc.cut_buf(seam)))
+                        real = (first.length < len(seam) or first.length == max_size
+                                or (seg.eof and limit >= len(data)))
+                        if real or limit >= len(data):
+                            break
+                    if not real:
+                        carry = seam  # still no cut: all of it goes on into the next piece
+                        continue
+                    piece = seam[: first.length]
+                    yield piece, blob_id(piece)
+                    q = first.length - len(carry)
+                    carry = None
+                # Follow the true cuts inside the piece until one is also one of its own cuts.
+                while q not in spec and q < len(data):
+                    first = next(iter(self._cdc.cut_buf(data[q:])))
+                    if q + first.length == len(data) and first.length < max_size and not seg.eof:
+                        carry = data[q:]
+                        break
+                    piece = data[q: q + first.length]
+                    yield piece, blob_id(piece)
+                    q += first.length
+                else:
+                    if q < len(data):
+                        last = len(seg.cuts) - 1
+                        for j in range(spec[q], last + 1):
+                            o, n = seg.cuts[j]
+                            piece = data[o: o + n]
+                            if j == last and not seg.eof:
+                                carry = piece
+                                break
+                            bid = seg.ids[j]
+                            yield piece, bid if bid is not None else blob_id(piece)
+                if seg.eof:  # every cut in the last piece was final: nothing is carried
+                    return
+        finally:
+            for job in jobs:  # the caller may close the file next: no read may still be running
+                job.cancel()
+            for job in jobs:
+                if not job.cancelled():
+                    with contextlib.suppress(Exception):
+                        job.result()
+
+    def _scan(self, read_at: ReadAt, start: int, length: int,
+              blob_id: Callable[[memoryview], bytes]) -> _Scanned:
+        """Read one piece and cut and hash it as if it began a file (run on a worker thread)."""
+        buf = bytearray(length)
+        view = memoryview(buf)
+        got = 0
+        while got < length:
+            n = read_at(start + got, view[got:])
+            if not n:
+                break
+            got += n
+        data = view[:got]
+        eof = got < length
+        cuts = [(c.offset, c.length) for c in self._cdc.cut_buf(data)] if got else []
+        ids: list[bytes | None] = [None] * len(cuts)
+        # The first chunk of a later piece is usually re-cut at the seam, the last one carried on.
+        for j in range(0 if start == 0 else 1, len(cuts) if eof else len(cuts) - 1):
+            o, n = cuts[j]
+            ids[j] = blob_id(data[o: o + n])
+        return _Scanned(data, eof, cuts, ids)
+
+
+@dataclass
+class _Scanned:
+    data: memoryview                  # the bytes read
+    eof: bool                         # the file ended inside this piece
+    cuts: list[tuple[int, int]]       # (offset, length) of its chunks if a chunk began at byte 0
+    ids: list[bytes | None]           # their ids where computed
+
+
+class _Inline:
+    """An executor that runs the job at once, on the calling thread."""
+
+    def submit(self, fn: Callable[..., _Scanned], *args: object) -> Future[_Scanned]:
+        fut: Future[_Scanned] = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
 
 
 class Compressor:

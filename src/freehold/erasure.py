@@ -75,6 +75,21 @@ def encode(pack: bytearray, pack_len: int, k: int, n: int) -> list[list[memoryvi
     return shares + parity
 
 
+def parity_into(stripes: Sequence[memoryview], outs: Sequence[memoryview], k: int, n: int) -> None:
+    """Write the parity of k equal, writable stripes into n - k writable buffers of their size."""
+    size = len(stripes[0]) if stripes else 0
+    fast = isal.parity(k, n) if PARITY == "isal" else None
+    if fast is not None:
+        fast.encode_into(stripes, outs, size)
+        return
+    coder = zfec.Encoder(k, n)
+    wanted = list(range(k, n))
+    for a in range(0, size, ENCODE_WINDOW):
+        b = min(size, a + ENCODE_WINDOW)
+        for out, block in zip(outs, coder.encode([s[a:b] for s in stripes], wanted), strict=True):
+            out[a:b] = block
+
+
 def decode_columns(pieces: Sequence[tuple[int, bytes]], k: int, n: int) -> list[bytes]:
     """Given the same column range of k distinct shares as (share index, bytes),
     return that column range of the k stripes."""

@@ -94,6 +94,14 @@ class Parity:
     def encode(self, stripes: Sequence[bytearray | memoryview], size: int) -> list[bytearray]:
         """Parity of k writable buffers of ``size`` bytes each, as n - k new buffers."""
         outs = [bytearray(size) for _ in range(self.rows)]
+        self.encode_into(stripes, outs, size)
+        return outs
+
+    def encode_into(self, stripes: Sequence[bytearray | memoryview], outs: Sequence[bytearray | memoryview],
+                    size: int) -> None:
+        """Parity of k writable buffers of ``size`` bytes each, written into n - k buffers."""
+        if size == 0:
+            return
         pins = []
         src = (ctypes.c_void_p * self.k)()
         dst = (ctypes.c_void_p * self.rows)()
@@ -105,7 +113,6 @@ class Parity:
             pins.append(pin)
         self._lib.ec_encode_data(size, self.k, self.rows, self._tables, src, dst)
         del pins
-        return outs
 
 
 @functools.lru_cache(maxsize=16)

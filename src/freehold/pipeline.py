@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import erasure, formats
+from . import formats
 from .chunking import WHOLE_FILE, Chunker, Compressor
 from .crypto import KIND_DATA, KIND_TREE, seal
 from .errors import FreeholdError, UsageError
@@ -35,6 +35,7 @@ MAX_SEALS_IN_FLIGHT = 4    # chunks (<= 4 MiB each) waiting for compression and 
 MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and written
 READ_THREADS = 8           # small files read ahead in parallel (disk latency, not CPU)
 PREFETCH_FILES = 64
+CHUNK_THREADS = 2          # large files: pieces read, cut and hashed in parallel (chunking.chunks_at)
 PREFETCH_BYTES = 16 * 1024 * 1024
 
 
@@ -72,17 +73,7 @@ class _PackStream:
         if not self.entries:
             return
         self.parts.append(Repository.pack_trailer(self.owner.repo.keys, self.entries))
-        # One allocation of the padded size and one copy of each blob: growing a bytearray
-        # blob by blob re-copied it on every reallocation (a third of the main thread's time).
-        length = self.size + len(self.parts[-1])
-        pack = bytearray(erasure.padded_size(length, self.owner.repo.k))
-        pos = 0
-        self.parts.reverse()
-        while self.parts:  # drop each envelope once copied: the pack and its parts never both peak
-            part = self.parts.pop()
-            pack[pos: pos + len(part)] = part
-            pos += len(part)
-        self.owner.submit_pack(pack, length, self.entries)
+        self.owner.submit_pack(self.parts, self.entries)
         self.parts = []
         self.size = 0
         self.entries = []
@@ -102,6 +93,7 @@ class Backup:
         self._pack_pool = ThreadPoolExecutor(MAX_PACKS_IN_FLIGHT, thread_name_prefix="freehold-pack")
         self._pack_slots = threading.BoundedSemaphore(MAX_PACKS_IN_FLIGHT)
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="freehold-read")
+        self._chunk_pool = ThreadPoolExecutor(CHUNK_THREADS, thread_name_prefix="freehold-chunk")
         self._seals: collections.deque[tuple[list[tuple[bytes, int]], Future[list[bytearray]]]] = (
             collections.deque())
         self._batch: list[tuple[bytes, bytes | memoryview]] = []
@@ -127,8 +119,9 @@ class Backup:
             out.append(seal(self.keys.blob_key(bid), KIND_DATA, bid, body, encoding))
         return out
 
-    def _add_data(self, data: bytes | memoryview) -> bytes:
-        blob_id = self.keys.blob_id(data)
+    def _add_data(self, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
+        if blob_id is None:
+            blob_id = self.keys.blob_id(data)
         if blob_id not in self.repo.blobs and blob_id not in self._pending:
             self._pending.add(blob_id)
             self.stats.new_blobs += 1
@@ -170,19 +163,20 @@ class Backup:
             self._trees.add(blob_id, env, len(plain))
         return blob_id
 
-    def submit_pack(self, pack: bytearray, length: int, entries: list[PackEntry]) -> None:
+    def submit_pack(self, parts: list[bytes | bytearray], entries: list[PackEntry]) -> None:
         self._pack_slots.acquire()
-        self.stats.packed_bytes += length
-        fut = self._pack_pool.submit(self._write_pack, pack, length, entries)
+        self.stats.packed_bytes += sum(len(p) for p in parts)
+        fut = self._pack_pool.submit(self._write_pack, parts, entries)
         self._packs.append(fut)
         while self._packs and self._packs[0].done():
             self._collect_pack()
 
-    def _write_pack(self, pack: bytearray, length: int, entries: list[PackEntry]) -> PackRecord:
+    def _write_pack(self, parts: list[bytes | bytearray], entries: list[PackEntry]) -> PackRecord:
         try:
-            rec = self.repo.write_pack(pack, length, entries)
-            if entries[0].t == BLOB_TREE:
-                self.repo.cache_pack(rec.id, memoryview(pack)[:length])
+            whole = b"".join(parts) if entries[0].t == BLOB_TREE else None  # tree packs are cached
+            rec = self.repo.write_pack(parts, entries)
+            if whole is not None:
+                self.repo.cache_pack(rec.id, whole)
             return rec
         finally:
             self._pack_slots.release()
@@ -213,6 +207,7 @@ class Backup:
 
     def close(self) -> None:
         self._read_pool.shutdown(wait=True, cancel_futures=True)
+        self._chunk_pool.shutdown(wait=True, cancel_futures=True)
         self._seal_pool.shutdown(wait=True, cancel_futures=True)
         self._pack_pool.shutdown(wait=True, cancel_futures=True)
 
@@ -237,11 +232,17 @@ class Backup:
                     size += len(chunk)
                 self.progress.advance(size)
             else:
-                with open(path, "rb") as f:
-                    for chunk in self.chunker.chunks(f):
-                        content.append(self._add_data(chunk))
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+                pieces = self.chunker.chunks_at(lambda offset, into: os.preadv(fd, [into], offset),
+                                                self._chunk_pool.submit, self.keys.blob_id, st.st_size)
+                try:
+                    for chunk, blob_id in pieces:
+                        content.append(self._add_data(chunk, blob_id))
                         size += len(chunk)
                         self.progress.advance(len(chunk))
+                finally:
+                    pieces.close()  # waits for reads still running: only then may fd be closed
+                    os.close(fd)
         except OSError as exc:
             self._skip(path, exc)
             return None

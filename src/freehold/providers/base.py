@@ -49,7 +49,8 @@ class Provider(Protocol):
     info: ProviderInfo
 
     def put(self, name: str, data: Data) -> None:
-        """Store ``data`` (one buffer, or a sequence of buffers to concatenate) under ``name``."""
+        """Store ``data`` (one buffer, or a sequence of buffers to concatenate) under ``name``.
+        The caller reuses the buffers once this returns: keep no reference to them."""
         ...
 
     def get(self, name: str, start: int | None = None, end: int | None = None) -> bytes: ...

@@ -8,6 +8,7 @@ fsynced, so a crash leaves either the whole object or nothing under its name.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import mmap
 import os
@@ -60,6 +61,16 @@ def _write_block(fd: int, block: memoryview, first: bool) -> bool:
             raise
         block = block[written:]
     return True
+
+
+def _aligned(view: memoryview) -> bool:
+    """Whether a buffer starts on a DIRECT_ALIGN boundary (only writable ones can be asked)."""
+    if view.readonly or not view.nbytes:
+        return False
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view)) % DIRECT_ALIGN == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _translate(exc: OSError, what: str) -> ProviderError:
@@ -151,8 +162,9 @@ class LocalProvider:
             raise _translate(exc, f"write {name} to {self.root}") from None
 
     def _write_direct(self, tmp: Path, parts: list[memoryview], size: int) -> bool:
-        """Write a large object with O_DIRECT, through a page-aligned 1 MiB buffer; False if the
-        file system refuses O_DIRECT (then this provider stops trying). Measured here: buffered
+        """Write a large object with O_DIRECT: aligned parts from where they are, others through a
+        page-aligned 1 MiB buffer; False if the file system refuses O_DIRECT (then this provider
+        stops trying). Measured here: buffered
         writes with fsync cost 2.5-3 CPU seconds per GB written, O_DIRECT 0.05 plus one memcpy:
         the kernel's page-cache copy had been the largest single cost of a backup."""
         try:
@@ -170,6 +182,13 @@ class LocalProvider:
             for part in parts:
                 part = part.cast("B")
                 off = 0
+                if fill == 0 and _aligned(part):
+                    # Page-aligned memory at an aligned file offset (the repository's share
+                    # buffers): written from where it is, in one call without the GIL.
+                    off = part.nbytes - part.nbytes % DIRECT_ALIGN
+                    if off and not _write_block(fd, part[:off], first):
+                        return self._direct_refused(fd, tmp)
+                    first = first and not off
                 while off < part.nbytes:
                     n = min(DIRECT_CHUNK - fill, part.nbytes - off)
                     view[fill: fill + n] = part[off: off + n]
