@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ SEAL_BATCH_COUNT = 256
 MAX_SEALS_IN_FLIGHT = 4    # chunks (<= 4 MiB each) waiting for compression and sealing
 MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and written
 READ_THREADS = 8           # small files read ahead in parallel (disk latency, not CPU)
+# Small files are read on the main thread while reads come from the page cache (~30 us a file
+# here; handing them to the pool cost more in GIL hand-offs than it saved); once reads average
+# more than this (a cold cache, a slow disk), the rest of the backup reads ahead on the pool.
+COLD_READ_S = 150e-6
+COLD_READ_SAMPLES = 32
 PREFETCH_FILES = 64
 CHUNK_THREADS = 2          # large files: pieces read, cut and hashed in parallel (chunking.chunks_at)
 PREFETCH_BYTES = 16 * 1024 * 1024
@@ -93,6 +99,9 @@ class Backup:
         self._pack_pool = ThreadPoolExecutor(MAX_PACKS_IN_FLIGHT, thread_name_prefix="freehold-pack")
         self._pack_slots = threading.BoundedSemaphore(MAX_PACKS_IN_FLIGHT)
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="freehold-read")
+        self._read_ahead = False    # set once inline reads are seen to wait on the disk
+        self._reads = 0
+        self._read_time = 0.0
         self._chunk_pool = ThreadPoolExecutor(CHUNK_THREADS, thread_name_prefix="freehold-chunk")
         self._seals: collections.deque[tuple[list[tuple[bytes, int]], Future[list[bytearray]]]] = (
             collections.deque())
@@ -225,7 +234,12 @@ class Backup:
         size = 0
         try:
             if st.st_size <= WHOLE_FILE:
-                data = prefetched.result() if prefetched is not None else _read_small(path, st.st_size)
+                if prefetched is not None:
+                    data = prefetched.result()
+                else:
+                    started = time.perf_counter()
+                    data = _read_small(path, st.st_size)
+                    self._note_read(time.perf_counter() - started)
                 chunks: Iterable[bytes | memoryview] = self.chunker.cut(data)
                 for chunk in chunks:
                     content.append(self._add_data(chunk))
@@ -248,6 +262,15 @@ class Backup:
             return None
         attrs["size"] = size
         return Node(content=content, **attrs)  # type: ignore[arg-type]
+
+    def _note_read(self, seconds: float) -> None:
+        """Switch to reading ahead on the pool when inline reads turn out to wait on the disk."""
+        self._reads += 1
+        self._read_time += seconds
+        if self._reads >= COLD_READ_SAMPLES:
+            if self._read_time / self._reads > COLD_READ_S:
+                self._read_ahead = True
+            self._reads, self._read_time = 0, 0.0
 
     def _skip(self, path: str, exc: OSError) -> None:
         reason = exc.strerror or str(exc)
@@ -298,8 +321,8 @@ class Backup:
                 entries.append((name, child, os.lstat(child)))
             except OSError as exc:
                 self._skip(child, exc)
-        # Small files that must be read are read ahead by a pool of threads: one thread reading
-        # small files one after another waits on the disk for each (126 us a file on a cold cache).
+        # Once reads are seen to wait on the disk, small files are read ahead by a pool of threads:
+        # one thread reading small files one after another waits for each (126 us a file, cold).
         todo = collections.deque(
             i for i, (name, _, st) in enumerate(entries)
             if stat.S_ISREG(st.st_mode) and st.st_size <= WHOLE_FILE and not _unchanged(old_nodes.get(name), st))
@@ -307,7 +330,7 @@ class Backup:
         ahead_bytes = 0
         nodes = []
         for i, (name, child, st) in enumerate(entries):
-            while todo and len(ahead) < PREFETCH_FILES and ahead_bytes < PREFETCH_BYTES:
+            while self._read_ahead and todo and len(ahead) < PREFETCH_FILES and ahead_bytes < PREFETCH_BYTES:
                 j = todo.popleft()
                 if j >= i:
                     ahead[j] = self._read_pool.submit(_read_small, entries[j][1], entries[j][2].st_size)
