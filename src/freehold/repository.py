@@ -62,7 +62,8 @@ DATA_PREFIX = "data/"
 TREE_PACKS_IN_MEMORY = 64 * 1024 * 1024
 # Blobs closer than this in a stripe are fetched with one ranged read.
 COALESCE_GAP = 64 * 1024
-SHARE_BUFFER_STEP = 1024 * 1024  # share buffers are sized in whole MiB so packs can share them
+SHARE_BUFFER_STEP = 64 * 1024  # share buffer sizes are whole multiples of this
+MAX_PACKS_BUFFERED = 2           # share buffers kept for reuse: enough for the packs a backup has in flight
 
 
 def share_name(pack_id: bytes, index: int) -> str:
@@ -125,7 +126,10 @@ class Repository:
         self._race_pool = ThreadPoolExecutor(8, thread_name_prefix="freehold-race")
         self.hedge_after = 2.0          # seconds a fast read may take before the other shares are raced
         self.slow: set[str] = set()     # providers whose reads missed that deadline this session
-        self._buffers = _ShareBuffers(3 * self.n)  # two packs in flight, and one more
+        # A full pack: pack_size, plus the largest blob that can top it up, plus its trailer.
+        full_pack = config.pack_size + config.chunker.max + 256 * 1024
+        self._buffers = _ShareBuffers(MAX_PACKS_BUFFERED * self.n,
+                                      SHARE_HEADER_LEN + erasure.stripe_size(full_pack, self.k))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -740,18 +744,23 @@ def _scatter(parts: list[bytes | bytearray], stripes: list[memoryview], pack_len
 
 class _ShareBuffers:
     """Page-aligned buffers for shares, reused from pack to pack: O_DIRECT needs aligned memory,
-    and fresh memory for every pack cost a page fault per 4 KiB. Holds at most ``keep``."""
+    and fresh memory for every pack cost a page fault per 4 KiB. Buffers are made at least
+    ``typical`` bytes (a full pack's share), so nearly every pack fits the ones kept; at most
+    ``keep`` are kept, and kept ones too small for a rare larger pack are dropped, not hoarded."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, typical: int) -> None:
         self._free: list[mmap.mmap] = []
         self._lock = threading.Lock()
         self._keep = keep
+        self._typical = typical
 
     def take(self, size: int) -> mmap.mmap:
         with self._lock:
             for j, buf in enumerate(self._free):
                 if len(buf) >= size:
                     return self._free.pop(j)
+            self._free = []  # all too small: let them go rather than hold them and a new one
+        size = max(size, self._typical)
         return mmap.mmap(-1, -(-size // SHARE_BUFFER_STEP) * SHARE_BUFFER_STEP)
 
     def give(self, buf: mmap.mmap) -> None:
