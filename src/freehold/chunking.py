@@ -29,7 +29,7 @@ ZSTD_LEVEL = 3
 # Files up to this size are read whole and cut in memory.
 WHOLE_FILE = 8 * 1024 * 1024
 # Larger files are read, cut and hashed in pieces of SEGMENT bytes on worker threads.
-SEGMENT = 8 * 1024 * 1024
+SEGMENT = 6 * 1024 * 1024
 SEGMENTS_AHEAD = 2
 
 ReadAt = Callable[[int, memoryview], int]                    # (offset, into) -> bytes read; 0 at the end

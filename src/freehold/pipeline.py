@@ -30,7 +30,7 @@ from .repository import Repository
 
 INDEX_EVERY = 32           # packs per index object: bounds the work a crash can lose
 SMALL_BLOB = 256 * 1024    # blobs below this are sealed on the walking thread, larger ones on the pool
-MAX_SEALS_IN_FLIGHT = 4    # chunks (<= 4 MiB each) waiting for compression and sealing
+MAX_SEALS_IN_FLIGHT = 2    # large chunks (<= 4 MiB each) waiting for compression and sealing
 MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and written
 READ_THREADS = 8           # small files read ahead in parallel (disk latency, not CPU)
 # Small files are read on the main thread while reads come from the page cache (~30 us a file
