@@ -120,6 +120,30 @@ def test_unchanged_second_backup_adds_under_one_percent(env: Env, tmp_path: Path
     assert _stored(env) - before < 0.01 * before
 
 
+def test_files_cache_never_misses_a_change(env: Env, tmp_path: Path) -> None:
+    """The files cache keys on size, mtime, ctime, inode and device: content rewritten with the
+    size and mtime put back, a chmod, and a same-size file renamed over another are all seen."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("same-size", "chmod", "renamed", "untouched"):
+        (src / name).write_bytes(name.encode() * 1000)
+    with env.init() as v:
+        v.backup([str(src)])
+        st = os.stat(src / "same-size")
+        (src / "same-size").write_bytes(b"X" * st.st_size)  # same size ...
+        os.utime(src / "same-size", ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and same mtime
+        os.chmod(src / "chmod", 0o600)
+        other = src / "other"
+        other.write_bytes(b"Y" * (src / "renamed").stat().st_size)
+        os.utime(other, ns=(0, (src / "renamed").stat().st_mtime_ns))
+        os.replace(other, src / "renamed")
+        sid, _, stats = v.backup([str(src)])
+        assert stats.unchanged_files == 1
+        v.restore(sid, tmp_path / "out")
+    same_tree(src, tmp_path / "out" / "src")
+    assert (tmp_path / "out" / "src" / "chmod").stat().st_mode & 0o777 == 0o600
+
+
 def test_second_backup_without_files_cache_still_dedups(env: Env, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", small=100, big=5_000_000)
     with env.init() as v:

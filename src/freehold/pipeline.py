@@ -202,12 +202,14 @@ class Backup:
 
     def _file_node(self, path: str, name: bytes, st: os.stat_result, old: Node | None,
                    prefetched: Future[bytes] | None = None) -> Node | None:
-        attrs = dict(name=name, type="file", mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime_ns,
-                     size=st.st_size, ino=st.st_ino, dev=st.st_dev, ctime=st.st_ctime_ns)
-        if old is not None and _unchanged(old, st) and all(c in self.repo.blobs for c in old.content):
+        mode = stat.S_IMODE(st.st_mode)
+        if (old is not None and _unchanged(old, st) and old.mode == mode
+                and all(c in self.repo.blobs for c in old.content)):
             self.stats.unchanged_files += 1
             self.progress.advance(st.st_size)
-            return Node(content=old.content, **attrs)  # type: ignore[arg-type]
+            return old  # every field it records is as it was: the same node serves the new tree
+        attrs = dict(name=name, type="file", mode=mode, mtime=st.st_mtime_ns,
+                     size=st.st_size, ino=st.st_ino, dev=st.st_dev, ctime=st.st_ctime_ns)
         content: list[bytes] = []
         size = 0
         try:
