@@ -29,10 +29,10 @@ def test_sigkill_during_backup_never_damages_earlier_snapshots(env: Env, tmp_pat
     killed_mid_run = 0
     for trial in range(TRIALS):
         # New data every trial so that each backup has shares, index and a snapshot to write.
-        (src / f"new-{trial}.bin").write_bytes(rng.randbytes(rng.choice([16, 32, 48]) * 2**20))
+        (src / f"new-{trial}.bin").write_bytes(rng.randbytes(rng.choice([32, 64, 96]) * 2**20))
         proc = subprocess.Popen([sys.executable, "-m", "freehold.cli", "backup", str(src)],
                                 env=env.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 1.2))
+        time.sleep(rng.uniform(0.2, 0.8))  # start-up takes ~0.4 s, then ~0.1 s per 40 MB
         if proc.poll() is None:
             killed_mid_run += 1
         proc.send_signal(signal.SIGKILL)
@@ -49,7 +49,7 @@ def test_sigkill_during_backup_never_damages_earlier_snapshots(env: Env, tmp_pat
                 out_dir = tmp_path / f"restore-{trial}"
                 v.restore(first, out_dir)
                 same_tree(reference / "src", out_dir / "src")
-    assert killed_mid_run >= TRIALS // 2, "most trials must kill a running backup"
+    assert killed_mid_run >= TRIALS // 2, f"most trials must kill a running backup ({killed_mid_run})"
     # The next backup succeeds and the vault checks clean, shares read and verified.
     proc = env.cli("backup", str(src))
     final = proc.stdout.split()[-1]

@@ -347,3 +347,20 @@ def test_local_provider_writes_page_aligned_buffers_in_place(tmp_path: Path, mon
     prov.put("data/copied", memoryview(unaligned)[1:])
     assert (tmp_path / "data" / "copied").read_bytes() == payload
     assert blocks == [1024 * 1024] * 3 + [4096]
+
+
+@given(st.lists(st.binary(max_size=3000) | st.text(max_size=3000).map(str.encode), max_size=40))
+def test_batch_compression_round_trips_and_skips_what_does_not_shrink(items: list[bytes]) -> None:
+    """Small blobs compressed in one zstd call per batch: each comes back through the envelope
+    unchanged, and is stored as it is whenever zstd would not make it smaller."""
+    encoded = Compressor().encode_many(list(items))
+    assert len(encoded) == len(items)
+    for data, (encoding, body) in zip(items, encoded, strict=True):
+        assert encoding in (ENC_NONE, ENC_ZSTD)
+        assert len(body) <= len(data)
+        if encoding == ENC_NONE:
+            assert bytes(body) == data
+        env = seal(KEYS.metadata, KIND_DATA, b"b", body, encoding)
+        assert open_sealed(KEYS.metadata, KIND_DATA, b"b", env) == data
+    assert Compressor().encode_many([b"abc " * 1000])[0][0] == ENC_ZSTD
+    assert Compressor().encode_many([os.urandom(5000)])[0][0] == ENC_NONE
