@@ -47,9 +47,8 @@ def encode(pack: bytearray, pack_len: int, k: int, n: int) -> list[list[memoryvi
     each as a list of parts to be written one after the other.
 
     The buffer is zero-padded in place to k * stripe bytes (the caller owns it) so that
-    the data shares are views into it: no copy of the pack is made. ISA-L computes parity in
-    one call per pack; zfec one 1 MiB column window at a time (the code is column-wise, so the result is the same):
-    37 % faster than whole 5 MiB stripes, which overflow the CPU caches."""
+    the data shares are views into it: no copy of the pack is made. (The backup lays packs
+    out in share buffers itself and calls ``parity_into``; this serves tests and tools.)"""
     size = stripe_size(pack_len, k)
     total = k * size
     if len(pack) < total:
@@ -59,24 +58,17 @@ def encode(pack: bytearray, pack_len: int, k: int, n: int) -> list[list[memoryvi
     pack[pack_len:total] = bytes(total - pack_len)  # same length: zeroes the tail without moving
     view = memoryview(pack)
     stripes = [view[i * size:(i + 1) * size] for i in range(k)]
-    shares: list[list[memoryview | bytes | bytearray]] = [[s] for s in stripes]
-    if n == k:
-        return shares
-    fast = isal.parity(k, n) if PARITY == "isal" else None
-    if fast is not None:
-        return shares + [[p] for p in fast.encode(stripes, size)]
-    coder = zfec.Encoder(k, n)
-    parity: list[list[memoryview | bytes | bytearray]] = [[] for _ in range(n - k)]
-    wanted = list(range(k, n))
-    for a in range(0, size, ENCODE_WINDOW):
-        b = min(size, a + ENCODE_WINDOW)
-        for out, block in zip(parity, coder.encode([s[a:b] for s in stripes], wanted), strict=True):
-            out.append(block)
-    return shares + parity
+    parity = [bytearray(size) for _ in range(n - k)]
+    if parity:
+        parity_into(stripes, [memoryview(p) for p in parity], k, n)
+    return [[s] for s in stripes] + [[p] for p in parity]
 
 
 def parity_into(stripes: Sequence[memoryview], outs: Sequence[memoryview], k: int, n: int) -> None:
-    """Write the parity of k equal, writable stripes into n - k writable buffers of their size."""
+    """Write the parity of k equal, writable stripes into n - k writable buffers of their size:
+    by ISA-L in one call where it is present, else by zfec one 1 MiB column window at a time
+    (the code is column-wise, so the bytes are the same; whole 5 MiB stripes overflowed the
+    CPU caches and ran 37 % slower)."""
     size = len(stripes[0]) if stripes else 0
     fast = isal.parity(k, n) if PARITY == "isal" else None
     if fast is not None:

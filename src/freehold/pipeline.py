@@ -1,9 +1,10 @@
 """The write path: files -> chunks -> ids -> compressed, sealed blobs -> packs -> shares.
 
-The main thread walks, reads and hashes, and seals small blobs itself; large files
-are read, cut and hashed in pieces on two threads; a pool compresses and seals
-large blobs; another lays packs out as shares, computes parity and writes them. Bounded queues keep
-memory flat whatever the input size. Write order: shares, then index, then the
+The main thread walks, reads and hashes small files and seals their blobs once a
+pool has compressed them in batches; large files are read, cut and hashed in pieces
+on two threads, their blobs compressed and sealed on the pool; another pool lays
+packs out as shares, computes parity and writes them. Bounded queues keep memory
+flat whatever the input size. Write order: shares, then index, then the
 snapshot; a crash anywhere leaves earlier snapshots untouched.
 """
 
@@ -42,8 +43,8 @@ READ_THREADS = 8           # small files read ahead in parallel (disk latency, n
 COLD_READ_S = 150e-6
 COLD_READ_SAMPLES = 32
 PREFETCH_FILES = 64
-CHUNK_THREADS = 2          # large files: pieces read, cut and hashed in parallel (chunking.chunks_at)
 PREFETCH_BYTES = 16 * 1024 * 1024
+CHUNK_THREADS = 2          # large files: pieces read, cut and hashed in parallel (chunking.chunks_at)
 
 
 @dataclass
