@@ -125,7 +125,9 @@ class Backup:
         return c
 
     def _seal_one(self, blob_id: bytes, data: bytes | memoryview) -> bytearray:
-        encoding, body = self._compressor().encode(data)
+        return self._seal_data(blob_id, *self._compressor().encode(data))
+
+    def _seal_data(self, blob_id: bytes, encoding: int, body: bytes | memoryview) -> bytearray:
         return seal(self.keys.blob_key(blob_id), KIND_DATA, blob_id, body, encoding)
 
     def _add_data(self, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
@@ -163,7 +165,7 @@ class Backup:
     def _seal_small_batch(self) -> None:
         batch, fut = self._compressing.popleft()
         for (blob_id, data), (encoding, body) in zip(batch, fut.result(), strict=True):
-            self._data.add(blob_id, seal(self.keys.blob_key(blob_id), KIND_DATA, blob_id, body, encoding), len(data))
+            self._data.add(blob_id, self._seal_data(blob_id, encoding, body), len(data))
 
     def _drain_one_seal(self) -> None:
         blob_id, size, fut = self._seals.popleft()
