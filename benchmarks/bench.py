@@ -66,6 +66,9 @@ ALL_SETS = ("random", "tree")
 GENERATOR_VERSION = 1  # bump when the data generators change, to invalidate reused data
 K, N = 3, 5  # Freehold's erasure code for this benchmark
 PASSPHRASE = "freehold-benchmark-passphrase"
+# Restores of sets with this many files are removed only when the set ends (see the main loop).
+DEFER_REMOVAL_FILES = 1000
+INODE_REUSE_WAIT_S = 65
 BLOCK = 4 * MIB
 # freehold-s3: (name, jurisdiction, operator) of its providers. One SeaweedFS server per S3 provider.
 S3_PROVIDERS = (("s3a", "DE", "a"), ("s3b", "FR", "b"), ("s3c", "NL", "c"))
@@ -1970,8 +1973,15 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     failures: dict[str, dict[str, str]] = {s: dict(failed_setup) for s in args.sets}
     timeouts: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in args.sets}
     verify_failures: list[str] = []
-    for set_name, ds in datasets.items():
+    set_names = list(datasets)
+    for set_index, (set_name, ds) in enumerate(datasets.items()):
         mb = ds.total_bytes / MB
+        # Removing a restored tree of many files between runs would tax the next system's restore:
+        # ext4 without a journal skips inodes freed in the last 60 s when it allocates new ones, so
+        # the next system pays for the previous system's deletion (4 s of system time for 20,000
+        # files here). Such restores are kept until the set ends and removed after it.
+        deferred: list[Path] = []
+        defer = len(ds.files) >= DEFER_REMOVAL_FILES and not args.keep
         with section(f"set {set_name}: {len(ds.files)} files, {mb:,.1f} MB"):
             # Systems are interleaved within each repeat so that machine noise spreads over all of them.
             for rep in range(1, args.repeat + 1):
@@ -2006,7 +2016,9 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
                         rmtree(keep_logs)
                         if (rundir / "logs").is_dir():
                             shutil.copytree(rundir / "logs", keep_logs)
-                        if not args.keep:
+                        if defer:
+                            deferred.append(rundir)
+                        elif not args.keep:
                             rmtree(rundir / "restore")
                     log(
                         f"{tag}: backup {r.backup.wall_s:.2f} s ({mb / r.backup.wall_s:,.1f} MB/s), "
@@ -2023,8 +2035,16 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
                     else:
                         log(f"{tag}: restore verified ({len(ds.files)} files identical)")
                     results[set_name][system.name].append(r)
-                    if not args.keep:
+                    if not args.keep and not defer:
                         rmtree(rundir)
+        if deferred:
+            for rundir in deferred:
+                rmtree(rundir)
+            if set_index + 1 < len(set_names):
+                log(f"removed the {set_name} runs; waiting {INODE_REUSE_WAIT_S} s before the next set "
+                    "so that no system allocates among just-freed inodes")
+                os.sync()
+                time.sleep(INODE_REUSE_WAIT_S)
 
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for set_name, per_system in results.items():

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,6 +49,15 @@ def test_envelope_detects_any_flip_truncation_or_context_change(plain: bytes, da
         open_sealed(KEYS.metadata, KIND_INDEX, b"ctx", good)
     with pytest.raises(IntegrityError):
         open_sealed(VaultKeys.derive(os.urandom(32)).metadata, KIND_DATA, b"ctx", good)
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
+def test_blob_key_is_hkdf_expand(master: bytes, blob_id: bytes) -> None:
+    # blob_key computes HKDF-Expand's single output block directly; it must equal the library's.
+    keys = VaultKeys.derive(master)
+    expected = HKDFExpand(algorithm=hashes.SHA256(), length=32,
+                          info=b"freehold/v1/blob/" + blob_id).derive(keys.data_root)
+    assert keys.blob_key(blob_id) == expected
 
 
 def test_subkeys_are_distinct_and_blob_keys_differ_per_blob() -> None:

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import errno
+import fcntl
+import json
+import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from . import formats
-from .errors import UsageError
+from . import filewriter, formats
+from .errors import FreeholdError, UsageError
 from .formats import Node
 from .progress import NullProgress, Progress
 from .repository import Repository
 
+log = logging.getLogger(__name__)
+
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_BLOBS = 4096
+# Restores of at least HELPER_MIN_FILES files of at most HELPER_MAX_FILE bytes create those
+# files in a helper process (see filewriter); HELPER_FLUSH_BYTES is the pipe write size.
+HELPER_MIN_FILES = 256
+HELPER_MAX_FILE = 1024 * 1024
+HELPER_FLUSH_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -57,13 +69,20 @@ def walk(repo: Repository, tree_id: bytes, prefix: str = "") -> Iterator[tuple[s
 
 
 class Restore:
+    """Writes a snapshot's files below a target directory.
+
+    When a restore has many small files, those that lie wholly inside one fetched batch are
+    created by a helper process (``filewriter``) while this one fetches and decrypts the next;
+    files that span batches, and larger ones, are written here in order as their blobs arrive.
+    """
+
     def __init__(self, repo: Repository, progress: Progress | None = None) -> None:
         self.repo = repo
         self.progress = progress or NullProgress()
         self.stats = RestoreStats()
-        self._files: list[tuple[Path, Node]] = []
-        self._dirs: list[tuple[Path, Node]] = []
-        self._links: list[tuple[Path, Node]] = []
+        self._files: list[tuple[str, Node]] = []
+        self._dirs: list[tuple[str, Node]] = []
+        self._links: list[tuple[str, Node]] = []
 
     def run(self, snap: formats.Snapshot, target: Path, include: str | None = None) -> RestoreStats:
         if target.exists() and not target.is_dir():
@@ -74,18 +93,18 @@ class Restore:
             raise UsageError(f"cannot create restore target {target}: {exc.strerror}") from None
         node = find_node(self.repo, snap, include) if include else None
         if node is None:
-            self._plan_tree(snap.tree, target)
+            self._plan_tree(snap.tree, os.fspath(target))
         else:
             dest = target / include.strip("/")  # type: ignore[union-attr]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self._plan_node(node, dest)
+            self._plan_node(node, os.fspath(dest))
         self.progress.scanned(len(self._files), sum(n.size for _, n in self._files))
         for path, _ in self._dirs:
-            path.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
         self._restore_files()
         for path, n in self._links:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                os.unlink(path)
             os.symlink(n.target or b"", os.fsencode(path))
             with contextlib.suppress(OSError, NotImplementedError):
                 os.utime(path, ns=(n.mtime, n.mtime), follow_symlinks=False)
@@ -97,7 +116,7 @@ class Restore:
             self.stats.dirs += 1
         return self.stats
 
-    def _plan_node(self, node: Node, dest: Path) -> None:
+    def _plan_node(self, node: Node, dest: str) -> None:
         if node.type == "dir":
             self._dirs.append((dest, node))
             if node.subtree is not None:
@@ -107,12 +126,12 @@ class Restore:
         elif node.type == "symlink":
             self._links.append((dest, node))
 
-    def _plan_tree(self, tree_id: bytes, dest: Path) -> None:
+    def _plan_tree(self, tree_id: bytes, dest: str) -> None:
         for node in self.repo.load_tree(tree_id).nodes:
             name = os.fsdecode(node.name)
             if name in ("", ".", "..") or "/" in name:
                 raise UsageError(f"snapshot holds an unsafe file name {name!r}; refusing to restore it")
-            self._plan_node(node, dest / name)
+            self._plan_node(node, f"{dest}/{name}")
 
     def _batches(self) -> Iterator[list[tuple[int, bytes]]]:
         batch: list[tuple[int, bytes]] = []
@@ -129,60 +148,161 @@ class Restore:
             yield batch
 
     def _restore_files(self) -> None:
+        small = sum(1 for _, n in self._files if n.size <= HELPER_MAX_FILE)
+        sink = _helper_sink() if small >= HELPER_MIN_FILES else None
+        try:
+            self._write_files(sink or _InlineSink())
+        except BaseException:
+            if sink is not None:
+                sink.abort()
+            raise
+
+    def _write_files(self, sink: _Sink) -> None:
+        """Small files that lie wholly in one fetched batch go to ``sink``; files that span
+        batches (and larger ones) are written here, in order, as their blobs arrive."""
         for path, node in self._files:
             if not node.content:
-                self._write_whole(path, node, [])
-        current = -1
-        fd = -1
+                sink.create(path, node, [])
+                self._count(node)
+        current, fd, pieces = -1, -1, 0  # the spanning file being written, blobs of it written
         with ThreadPoolExecutor(1, thread_name_prefix="freehold-prefetch") as pre:
             batches = self._batches()
-            nxt: Future[dict[bytes, bytes]] | None = None
             first = next(batches, None)
             pending = [first] if first else []
-            if first:
-                nxt = pre.submit(self.repo.read_blobs, [b for _, b in first])
-            while pending:
-                batch = pending.pop()
-                assert nxt is not None
-                blobs = nxt.result()
-                following = next(batches, None)
-                if following:
-                    pending.append(following)
-                    nxt = pre.submit(self.repo.read_blobs, [b for _, b in following])
-                for i, blob_id in batch:
-                    if i != current:
-                        if fd >= 0:
-                            self._finish(fd, *self._files[current])
-                        current = i
-                        fd = self._open(self._files[i][0])
-                    data = blobs[blob_id]
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    self.progress.advance(len(data))
-        if fd >= 0:
-            self._finish(fd, *self._files[current])
+            nxt = pre.submit(self.repo.read_blobs, [b for _, b in first]) if first else None
+            try:
+                while pending:
+                    batch = pending.pop()
+                    assert nxt is not None
+                    blobs = nxt.result()
+                    following = next(batches, None)
+                    if following:
+                        pending.append(following)
+                        nxt = pre.submit(self.repo.read_blobs, [b for _, b in following])
+                    for i, ids in _by_file(batch):
+                        path, node = self._files[i]
+                        if i != current and len(ids) == len(node.content) and node.size <= HELPER_MAX_FILE:
+                            sink.create(path, node, [blobs[b] for b in ids])
+                            self._count(node)
+                            self.progress.advance(node.size)
+                            continue
+                        if i != current:
+                            current, pieces = i, 0
+                            fd = filewriter.open_file(path, node.mode)
+                        for blob_id in ids:
+                            filewriter.write_all(fd, blobs[blob_id])
+                            self.progress.advance(len(blobs[blob_id]))
+                        pieces += len(ids)
+                        if pieces == len(node.content):
+                            done, fd, current = fd, -1, -1
+                            filewriter.finish(done, node.mode, node.mtime)
+                            self._count(node)
+                sink.close()
+            finally:
+                if fd >= 0:
+                    os.close(fd)
 
-    @staticmethod
-    def _open(path: Path) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        try:
-            return os.open(path, flags, 0o600)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            path.unlink()  # a symlink where the file goes: replace it, never write through it
-            return os.open(path, flags, 0o600)
-
-    def _finish(self, fd: int, path: Path, node: Node) -> None:
-        os.fchmod(fd, node.mode)
-        os.utime(fd, ns=(node.mtime, node.mtime))
-        os.close(fd)
+    def _count(self, node: Node) -> None:
         self.stats.files += 1
         self.stats.size += node.size
 
-    def _write_whole(self, path: Path, node: Node, chunks: list[bytes]) -> None:
-        fd = self._open(path)
-        for c in chunks:
-            os.write(fd, c)
-        self._finish(fd, path, node)
+
+def _by_file(batch: list[tuple[int, bytes]]) -> list[tuple[int, list[bytes]]]:
+    """A batch's (file, blob) entries grouped into runs of one file, in order."""
+    groups: list[tuple[int, list[bytes]]] = []
+    last = -1
+    for i, blob_id in batch:
+        if i != last:
+            groups.append((i, []))
+            last = i
+        groups[-1][1].append(blob_id)
+    return groups
+
+
+class _Sink(Protocol):
+    def create(self, path: str, node: Node, pieces: list[bytes]) -> None: ...
+    def close(self) -> None: ...
+
+
+class _InlineSink:
+    def create(self, path: str, node: Node, pieces: list[bytes]) -> None:
+        filewriter.create(path, node.mode, node.mtime, pieces)
+
+    def close(self) -> None:
+        pass
+
+
+class _HelperSink:
+    """Hands files to a ``filewriter`` helper process through a pipe (protocol: filewriter)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        assert proc.stdin is not None and proc.stdout is not None
+        self._out = proc.stdin.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # Linux: fewer, larger pipe writes
+            fcntl.fcntl(self._out, fcntl.F_SETPIPE_SZ, HELPER_FLUSH_BYTES)  # type: ignore[attr-defined]
+        self._buf = bytearray()
+
+    def create(self, path: str, node: Node, pieces: list[bytes]) -> None:
+        name = os.fsencode(path)
+        buf = self._buf
+        buf += filewriter.RECORD.pack(len(name), node.mode, node.mtime, sum(map(len, pieces)))
+        buf += name
+        for piece in pieces:
+            buf += piece
+        if len(buf) >= HELPER_FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        view = memoryview(self._buf)
+        try:
+            while view:
+                view = view[os.write(self._out, view):]
+        except BrokenPipeError:
+            view.release()
+            self._failed()
+        view.release()
+        self._buf.clear()
+
+    def close(self) -> None:
+        self._flush()
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self._failed()
+
+    def _failed(self) -> None:
+        """Reads the helper's reply; raises what it reports, or that it died."""
+        assert self.proc.stdout is not None
+        reply = self.proc.stdout.read()
+        code = self.proc.wait()
+        try:
+            answer = json.loads(reply)
+        except ValueError:
+            raise FreeholdError(f"the restore's file-writing helper process ended unexpectedly "
+                                f"(exit status {code})") from None
+        if "errno" in answer:
+            raise OSError(answer["errno"], answer["strerror"], answer["path"])
+        if code != 0:
+            raise FreeholdError(f"the restore's file-writing helper process failed (exit status {code})")
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _helper_sink() -> _HelperSink | None:
+    """A helper process, or None where one cannot be started (then files are written here)."""
+    if not sys.executable or getattr(sys, "frozen", False):
+        return None
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", filewriter.__file__],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    except OSError as exc:
+        log.info("restore writes files in-process: cannot start a helper (%s)", exc)
+        return None
+    return _HelperSink(proc)
