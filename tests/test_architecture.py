@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "freehold"
 
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "formats": 1, "isal": 1,
+    "formats": 1, "isal": 1, "filewriter": 1,
     "crypto": 2, "chunking": 2, "erasure": 2, "progress": 2, "placement": 2,
     "providers": 3,
     "testing": 4, "repository": 4, "keys": 4, "guardians": 4,
