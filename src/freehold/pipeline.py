@@ -259,7 +259,7 @@ class Backup:
                 self.progress.advance(size)
             else:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-                pieces = self.chunker.chunks_at(lambda offset, into: os.preadv(fd, [into], offset),
+                pieces = self.chunker.chunks_at(lambda offset, length: os.pread(fd, length, offset),
                                                 self._chunk_pool.submit, self.keys.blob_id, st.st_size)
                 try:
                     for chunk, blob_id in pieces:
