@@ -107,7 +107,10 @@ def serve(stdin: int = 0, stdout: int = 1) -> int:
     # On a failure this exits without reading further: the parent's next write fails (broken
     # pipe) and it reads this reply.
     reply = dict(failure or {}, files=files)
-    os.write(stdout, (json.dumps(reply) + "\n").encode())
+    try:
+        os.write(stdout, (json.dumps(reply) + "\n").encode())
+    except OSError:  # the parent is gone (killed): nobody to tell
+        pass
     return 1 if failure else 0
 
 
