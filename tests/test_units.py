@@ -373,3 +373,17 @@ def test_batch_compression_round_trips_and_skips_what_does_not_shrink(items: lis
         assert open_sealed(KEYS.metadata, KIND_DATA, b"b", env) == data
     assert Compressor().encode_many([b"abc " * 1000])[0][0] == ENC_ZSTD
     assert Compressor().encode_many([os.urandom(5000)])[0][0] == ENC_NONE
+
+
+@given(st.lists(st.binary(min_size=1, max_size=5000), min_size=1, max_size=40), st.data())
+def test_decode_many_equals_one_by_one_and_refuses_wrong_sizes(items: list[bytes], data: st.DataObject) -> None:
+    import zstandard
+
+    from freehold.crypto import decode, decode_many
+
+    bodies = [zstandard.ZstdCompressor(level=3).compress(x) for x in items]
+    got = decode_many(bodies, [len(x) for x in items])
+    assert got is not None and [bytes(v) for v in got] == items == [decode(ENC_ZSTD, b) for b in bodies]
+    wrong = data.draw(st.integers(0, len(items) - 1))
+    sizes = [len(x) + (1 if i == wrong else 0) for i, x in enumerate(items)]
+    assert decode_many(bodies, sizes) is None

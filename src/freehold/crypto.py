@@ -106,9 +106,10 @@ def seal(key: bytes, kind: int, context: bytes, body: bytes | bytearray | memory
     return env
 
 
-def open_sealed(key: bytes, kind: int, context: bytes, envelope: bytes | bytearray | memoryview,
-                what: str = "object") -> bytes:
-    """Authenticate, decrypt and decode an envelope; any mismatch is an IntegrityError."""
+def unseal(key: bytes, kind: int, context: bytes, envelope: bytes | bytearray | memoryview,
+           what: str = "object") -> tuple[int, bytes]:
+    """Authenticate and decrypt an envelope: (encoding, body still encoded). Any mismatch is an
+    IntegrityError."""
     env = memoryview(envelope)
     if len(env) < ENVELOPE_OVERHEAD:
         raise IntegrityError(f"{what} is truncated")
@@ -124,16 +125,41 @@ def open_sealed(key: bytes, kind: int, context: bytes, envelope: bytes | bytearr
     header = env[: _HEADER.size].tobytes()
     nonce = env[_HEADER.size: _HEADER.size + NONCE_LEN]
     try:
-        body = AESGCM(key).decrypt(nonce, env[_HEADER.size + NONCE_LEN:], header + context)
+        return encoding, AESGCM(key).decrypt(nonce, env[_HEADER.size + NONCE_LEN:], header + context)
     except InvalidTag:
         raise IntegrityError(f"{what} failed authentication (damaged, swapped or foreign)") from None
+
+
+def decode(encoding: int, body: bytes, what: str = "object") -> bytes:
+    """The plaintext of an authenticated body (see ``unseal``)."""
     if encoding == ENC_NONE:
         return body
-    # Authenticated above: only our own writer can have made this frame.
+    # Authenticated: only our own writer can have made this frame.
     try:
         return _decompressor().decompress(body)
     except zstandard.ZstdError:
         raise IntegrityError(f"{what} does not decompress") from None
+
+
+def decode_many(bodies: list[bytes], sizes: list[int]) -> list[memoryview] | None:
+    """Decompress many authenticated zstd bodies whose plaintext sizes are known, in one call
+    that releases the GIL once and decompresses on two threads (one call per body costs ~13 us
+    of GIL-holding overhead each for 8 KB blobs). None if any body does not decompress to its
+    size: the caller then decodes one by one to name the culprit."""
+    try:
+        out = _decompressor().multi_decompress_to_buffer(
+            bodies, decompressed_sizes=struct.pack(f"={len(sizes)}Q", *sizes), threads=2)
+    except zstandard.ZstdError:
+        return None
+    views = [memoryview(out[i]) for i in range(len(out))]
+    return views if all(v.nbytes == n for v, n in zip(views, sizes, strict=True)) else None
+
+
+def open_sealed(key: bytes, kind: int, context: bytes, envelope: bytes | bytearray | memoryview,
+                what: str = "object") -> bytes:
+    """Authenticate, decrypt and decode an envelope; any mismatch is an IntegrityError."""
+    encoding, body = unseal(key, kind, context, envelope, what)
+    return decode(encoding, body, what)
 
 
 _local = threading.local()
