@@ -158,10 +158,11 @@ class Chunker:
               blob_id: Callable[[memoryview], bytes]) -> _Scanned:
         """Read one piece and cut and hash it as if it began a file (run on a worker thread)."""
         got = read_at(start, length)
-        if 0 < len(got) < length:  # short: the end of the file, unless the reader stopped early
-            parts = [got]
-            while length > (have := sum(map(len, parts))) and (more := read_at(start + have, length - have)):
+        if 0 < len(got) < length:  # short: the end of the file, or a reader that returns less
+            parts, have = [got], len(got)
+            while have < length and (more := read_at(start + have, length - have)):
                 parts.append(more)
+                have += len(more)
             got = b"".join(parts)
         data = memoryview(got)
         eof = len(got) < length

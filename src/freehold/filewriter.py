@@ -31,7 +31,7 @@ RECORD = struct.Struct("<IIqQ")
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def _open(path: str | bytes, mode: int) -> int:
+def open_file(path: str | bytes, mode: int) -> int:
     """A new file created with its final permission bits, or an existing one truncated; a
     symlink where the file goes is replaced, never written through."""
     try:
@@ -63,13 +63,9 @@ def finish(fd: int, mode: int, mtime_ns: int) -> None:
         os.close(fd)
 
 
-def open_file(path: str | bytes, mode: int) -> int:
-    return _open(path, mode)
-
-
 def create(path: str | bytes, mode: int, mtime_ns: int, pieces: list[bytes] | list[memoryview]) -> None:
     """Creates (or replaces) one file with the given content, mode and modification time."""
-    fd = _open(path, mode)
+    fd = open_file(path, mode)
     try:
         for piece in pieces:
             write_all(fd, piece)

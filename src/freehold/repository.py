@@ -71,6 +71,11 @@ SHARE_BUFFER_STEP = 64 * 1024  # share buffer sizes are whole multiples of this
 MAX_PACKS_BUFFERED = 2           # share buffers kept for reuse: enough for the packs a backup has in flight
 
 
+def _what(blob_id: bytes) -> str:
+    """How errors name a blob."""
+    return f"blob {blob_id.hex()[:12]}"
+
+
 def share_name(pack_id: bytes, index: int) -> str:
     h = pack_id.hex()
     return f"{DATA_PREFIX}{h[:2]}/{h}.{index}"
@@ -499,11 +504,14 @@ class Repository:
     def open_blob(self, blob_id: bytes, blob_type: int, env: bytes | bytearray | memoryview,
                   size: int | None = None) -> bytes:
         """Authenticate, decrypt, decode and verify one blob envelope."""
-        what = f"blob {blob_id.hex()[:12]}"
-        data = open_sealed(self.keys.blob_key(blob_id), kind_for(blob_type), blob_id, env, what)
-        if (size is not None and len(data) != size) or self.keys.blob_id(data) != blob_id:
-            raise IntegrityError(f"{what} does not match its id")
+        data = open_sealed(self.keys.blob_key(blob_id), kind_for(blob_type), blob_id, env, _what(blob_id))
+        self._check_blob(blob_id, data, size)
         return data
+
+    def _check_blob(self, blob_id: bytes, data: bytes | memoryview, size: int | None) -> None:
+        """A blob's plaintext must have its recorded size and hash to its id."""
+        if (size is not None and len(data) != size) or self.keys.blob_id(data) != blob_id:
+            raise IntegrityError(f"{_what(blob_id)} does not match its id")
 
     def read_blobs(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
         """Fetch and verify blobs, grouping them into coalesced ranged reads per pack stripe.
@@ -516,7 +524,7 @@ class Repository:
         for bid in dict.fromkeys(ids):
             loc = self.blobs.get(bid)
             if loc is None:
-                raise IntegrityError(f"blob {bid.hex()[:12]} is in no index (vault damaged?)")
+                raise IntegrityError(f"{_what(bid)} is in no index (vault damaged?)")
             by_pack.setdefault(loc.pack.id, []).append(loc.entry)
         jobs = []
         for pack_id, entries in by_pack.items():
@@ -582,30 +590,26 @@ class Repository:
     def _open_group(self, group: list[PackEntry], data: bytes, start: int) -> dict[bytes, bytes]:
         """``open_blob`` for every blob of a coalesced read, with the zstd bodies decoded in one
         batch (values are bytes or read-only memoryviews)."""
+        view = memoryview(data)
         if len(group) < DECODE_BATCH_MIN:
-            view = memoryview(data)
             return {e.id: self.open_blob(e.id, e.t, view[e.o - start: e.o + e.l - start], e.s)
                     for e in group}
-        view = memoryview(data)
         out: dict[bytes, bytes] = {}
         packed: list[tuple[PackEntry, bytes]] = []
-        blob_key, blob_id = self.keys.blob_key, self.keys.blob_id
         for e in group:
-            encoding, body = unseal(blob_key(e.id), kind_for(e.t), e.id, view[e.o - start: e.o + e.l - start],
-                                    f"blob {e.id.hex()[:12]}")
+            encoding, body = unseal(self.keys.blob_key(e.id), kind_for(e.t), e.id,
+                                    view[e.o - start: e.o + e.l - start], _what(e.id))
             if encoding == ENC_ZSTD:
                 packed.append((e, body))
             else:
                 out[e.id] = body
         plains = decode_many([b for _, b in packed], [e.s for e, _ in packed]) if packed else []
         if plains is None:  # some body is bad: decode one by one to name it
-            plains = [decode(ENC_ZSTD, b, f"blob {e.id.hex()[:12]}") for e, b in packed]
+            plains = [decode(ENC_ZSTD, b, _what(e.id)) for e, b in packed]
         for (e, _), plain in zip(packed, plains, strict=True):
             out[e.id] = plain  # type: ignore[assignment]
         for e in group:
-            plain = out[e.id]
-            if len(plain) != e.s or blob_id(plain) != e.id:
-                raise IntegrityError(f"blob {e.id.hex()[:12]} does not match its id")
+            self._check_blob(e.id, out[e.id], e.s)
         return out
 
     # ------------------------------------------------------------------ trees
