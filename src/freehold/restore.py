@@ -24,7 +24,9 @@ from .repository import Repository
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 32 * 1024 * 1024
-BATCH_BLOBS = 4096
+# Small blobs per fetched batch. Smaller batches reach the helper sooner and leave it less to do
+# after the last fetch: 20,000 files, files phase 1.27 s with 4096, 1.07 s with 1024 (4 pairs).
+BATCH_BLOBS = 1024
 # Restores of at least HELPER_MIN_FILES files of at most HELPER_MAX_FILE bytes create those
 # files in a helper process (see filewriter); HELPER_FLUSH_BYTES is the pipe write size.
 HELPER_MIN_FILES = 256
