@@ -262,7 +262,10 @@ class _HelperSink:
                 view = view[os.write(self._out, view):]
         except BrokenPipeError:
             view.release()
-            self._failed()
+            self._reply()
+            # The helper stopped reading yet reported no failure: files would be lost silently.
+            raise FreeholdError("the restore's file-writing helper process stopped reading its "
+                                "input") from None
         view.release()
         self._buf.clear()
 
@@ -270,10 +273,10 @@ class _HelperSink:
         self._flush()
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        self._failed()
+        self._reply()
 
-    def _failed(self) -> None:
-        """Reads the helper's reply; raises what it reports, or that it died."""
+    def _reply(self) -> None:
+        """Waits for the helper and reads its reply; raises what it reports, or that it died."""
         assert self.proc.stdout is not None
         reply = self.proc.stdout.read()
         code = self.proc.wait()
