@@ -128,3 +128,23 @@ def test_filewriter_protocol(tmp_path: Path) -> None:
     # a request cut short is refused, not half-written silently
     code, out = _serve(record(tmp_path / "c", 0o644, 1, b"x" * 100)[:-10])
     assert code == 1 and '"truncated request"' in out and '"files": 0' in out
+
+
+def test_helper_writes_survive_short_pipe_writes(env: Env, tmp_path: Path, used: list[object],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write to a pipe may take less than it was given (a signal arrives): the rest is sent,
+    from where it stopped, inside a buffer as well as between buffers."""
+    real = os.writev
+    calls = []
+
+    def short(fd: int, buffers: list[bytes]) -> int:
+        calls.append(len(buffers))
+        return real(fd, [memoryview(b)[:700] for b in buffers[:3]])
+
+    monkeypatch.setattr(os, "writev", short)
+    src = write_tree(tmp_path / "src", small=300)
+    with env.init() as v:
+        v.backup([str(src)])
+        v.restore("latest", tmp_path / "t")
+    assert used and used[0] is not None and len(calls) > 100
+    same_tree(src, tmp_path / "t" / "src")

@@ -32,6 +32,7 @@ BATCH_BLOBS = 1024
 HELPER_MIN_FILES = 256
 HELPER_MAX_FILE = 1024 * 1024
 HELPER_FLUSH_BYTES = 1024 * 1024
+HELPER_FLUSH_PARTS = 1024   # buffers per writev (IOV_MAX on Linux)
 
 
 @dataclass
@@ -235,7 +236,11 @@ class _InlineSink:
 
 
 class _HelperSink:
-    """Hands files to a ``filewriter`` helper process through a pipe (protocol: filewriter)."""
+    """Hands files to a ``filewriter`` helper process through a pipe (protocol: filewriter).
+
+    Records are sent with ``writev`` straight from the blobs' buffers: copying 1 MiB runs into
+    one buffer first had been a quarter of this process's GIL time in a restore of 20,000
+    files, and the kernel's copy into the pipe runs without the GIL."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
@@ -243,31 +248,37 @@ class _HelperSink:
         self._out = proc.stdin.fileno()
         with contextlib.suppress(OSError, AttributeError):  # Linux: fewer, larger pipe writes
             fcntl.fcntl(self._out, fcntl.F_SETPIPE_SZ, HELPER_FLUSH_BYTES)  # type: ignore[attr-defined]
-        self._buf = bytearray()
+        self._parts: list[bytes | memoryview] = []
+        self._size = 0
 
     def create(self, path: str, node: Node, pieces: list[bytes]) -> None:
         name = os.fsencode(path)
-        buf = self._buf
-        buf += filewriter.RECORD.pack(len(name), node.mode, node.mtime, sum(map(len, pieces)))
-        buf += name
-        for piece in pieces:
-            buf += piece
-        if len(buf) >= HELPER_FLUSH_BYTES:
+        parts = self._parts
+        parts.append(filewriter.RECORD.pack(len(name), node.mode, node.mtime, sum(map(len, pieces))) + name)
+        parts += pieces
+        self._size += node.size
+        if self._size >= HELPER_FLUSH_BYTES or len(parts) >= HELPER_FLUSH_PARTS:
             self._flush()
 
     def _flush(self) -> None:
-        view = memoryview(self._buf)
+        parts = self._parts
         try:
-            while view:
-                view = view[os.write(self._out, view):]
+            while parts:
+                sent = os.writev(self._out, parts[:HELPER_FLUSH_PARTS])
+                # Drop what was sent (a write to a pipe may stop short of the whole request).
+                i = 0
+                while i < len(parts) and sent >= len(parts[i]):
+                    sent -= len(parts[i])
+                    i += 1
+                del parts[:i]
+                if sent:
+                    parts[0] = memoryview(parts[0])[sent:]
         except BrokenPipeError:
-            view.release()
             self._reply()
             # The helper stopped reading yet reported no failure: files would be lost silently.
             raise FreeholdError("the restore's file-writing helper process stopped reading its "
                                 "input") from None
-        view.release()
-        self._buf.clear()
+        self._size = 0
 
     def close(self) -> None:
         self._flush()
