@@ -18,16 +18,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from . import __version__, formats, keys, placement
 from .errors import FreeholdError, UsageError
@@ -96,6 +86,16 @@ class BarProgress:
     """Adapts the vault's progress callbacks to a rich progress bar on stderr, shown once work starts."""
 
     def __init__(self, label: str) -> None:
+        from rich.progress import (  # only where a bar is shown: 10 ms of every command otherwise
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                             DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
         self.label = label
@@ -133,12 +133,32 @@ class BarProgress:
             self.bar.stop()
 
 
+class LineProgress:
+    """Progress where stderr is not a terminal (a log, a pipe): no bar to redraw, warnings as lines."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def scanned(self, files: int, size: int) -> None:
+        pass
+
+    def advance(self, size: int) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        err.print(f"warning: {message}", markup=False, highlight=False)
+
+    def stop(self) -> None:
+        pass
+
+
 @contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[BarProgress | None]:
+def _progress(label: str, quiet: bool) -> Iterator[BarProgress | LineProgress | None]:
     if quiet:
         yield None
         return
-    prog = BarProgress(label)
+    prog = BarProgress(label) if err.is_terminal else LineProgress()
     try:
         yield prog
     finally:
@@ -261,6 +281,8 @@ def snapshots(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> 
         _emit([{"id": sid, "time": s.time, "host": s.host, "paths": s.paths, "size": s.size,
                 "files": s.files, "tags": s.tags} for sid, s in snaps])
         return
+    from rich.table import Table
+
     table = Table("id", "time", "paths", "size", "files", box=None)
     for sid, s in snaps:
         when = datetime.fromisoformat(s.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -360,6 +382,8 @@ def stats(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None
     out.print(f"stored bytes (all providers):  {_size(s['stored_bytes'])}")
     out.print(f"dedup ratio: {s['dedup_ratio']:.2f}x   storage overhead: {s['overhead_ratio']:.2f}x "
               f"(erasure coding alone: {s['n'] / s['k']:.2f}x)")
+    from rich.table import Table
+
     table = Table("provider", "url", "objects", "bytes", box=None)
     for pid, p in s["providers"].items():
         table.add_row(pid, p["url"], str(p["objects"]), _size(p["bytes"]) + (" (unreachable)"
@@ -397,6 +421,8 @@ def provider_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False)
     if as_json:
         _emit([r.__dict__ for r in rows])
         return
+    from rich.table import Table
+
     table = Table("name", "health", "jurisdiction", "operator", "shares", "bytes", "url", box=None)
     for r in rows:
         health = "[green]ok[/]" if r.healthy else f"[red]down[/] ({r.error})"
@@ -478,6 +504,8 @@ def keys_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> 
     if as_json:
         _emit(data)
         return
+    from rich.table import Table
+
     table = Table("id", "created", "kdf", "", box=None)
     for r in data:
         table.add_row(str(r["id"])[:12], str(r["created"]), f"argon2id t={r['t']} m={r['memory_kib']} KiB p={r['p']}",
