@@ -1434,7 +1434,8 @@ def machine_limit(work: Path, cores: int) -> dict[str, Any]:
     blocks: dict[str, float] = {}
     notes: dict[str, str] = {}
 
-    cdc = pyfastcdc.FastCDC(MIB, min_size=256 * KIB, max_size=4 * MIB)
+    # The parameters of a new vault (freehold/chunking.py; vaults made before 2026-11-28 used min 256K).
+    cdc = pyfastcdc.FastCDC(MIB, min_size=512 * KIB, max_size=4 * MIB)
     cdc_impl = type(cdc).__module__
     notes["pyfastcdc"] = f"{pyfastcdc.__version__} ({cdc_impl})"
     if ".cy" not in cdc_impl:
@@ -1444,7 +1445,7 @@ def machine_limit(work: Path, cores: int) -> dict[str, Any]:
         for _ in cdc.cut_buf(data):
             pass
 
-    blocks["pyfastcdc (avg 1M, min 256K, max 4M)"] = _throughput(size, chunk)
+    blocks["pyfastcdc (avg 1M, min 512K, max 4M)"] = _throughput(size, chunk)
 
     key = bytes(range(32))
 

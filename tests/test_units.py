@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -387,3 +388,32 @@ def test_decode_many_equals_one_by_one_and_refuses_wrong_sizes(items: list[bytes
     wrong = data.draw(st.integers(0, len(items) - 1))
     sizes = [len(x) + (1 if i == wrong else 0) for i, x in enumerate(items)]
     assert decode_many(bodies, sizes) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=64), st.binary(min_size=8, max_size=32), st.integers(1, 3), st.integers(1, 8),
+       st.integers(0, 64))
+def test_stretch_is_argon2id_whatever_the_thread_count(passphrase: bytes, salt: bytes, t: int, p: int,
+                                                        extra_kib: int) -> None:
+    # keys._stretch runs at most one thread per core; the output must be argon2-cffi's, which
+    # runs one thread per lane.
+    from argon2.low_level import Type, hash_secret_raw
+
+    from freehold import keys
+
+    params = keys.KdfParams(t=t, m=8 * p + extra_kib, p=p)
+    assert keys._stretch(passphrase, salt, params) == hash_secret_raw(
+        passphrase, salt, time_cost=t, memory_cost=params.m, parallelism=p, hash_len=32, type=Type.ID)
+
+
+@pytest.mark.parametrize(("t", "m", "p"), [(1, 8, 4), (0, 64, 1), (1, 64, 65), (65, 64, 1), (1, 5 * 1024 * 1024, 1)])
+def test_key_objects_with_argon2_parameters_it_cannot_run_are_refused(t: int, m: int, p: int) -> None:
+    # A hostile provider's key object must not make the unlock burn unbounded memory or time, nor
+    # end in an Argon2 error: memory below 8 KiB per lane is refused like the other bounds.
+    from freehold import keys
+    from freehold.errors import IntegrityError
+
+    good = keys.read_keyfile(keys.wrap(os.urandom(32), b"pw", b"v" * 16, keys.KdfParams.weak(64)))
+    bad = formats.encode(msgspec.structs.replace(good, t=t, m=m, p=p))
+    with pytest.raises(IntegrityError, match="out-of-range Argon2"):
+        keys.read_keyfile(bad)

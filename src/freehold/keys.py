@@ -8,10 +8,12 @@ breaking old key objects.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 
-from argon2.low_level import Type, hash_secret_raw
+from argon2.exceptions import HashingError
+from argon2.low_level import ARGON2_VERSION, Type, core, error_to_str, ffi, lib
 
 from . import formats
 from .crypto import KEY_LEN, KIND_KEY, open_sealed, seal
@@ -31,8 +33,25 @@ class KdfParams:
 
 
 def _stretch(passphrase: bytes, salt: bytes, params: KdfParams) -> bytes:
-    return hash_secret_raw(passphrase, salt, time_cost=params.t, memory_cost=params.m,
-                           parallelism=params.p, hash_len=KEY_LEN, type=Type.ID)
+    """Argon2id (RFC 9106) of the passphrase: ``params.p`` lanes, computed on at most as many
+    threads as this machine has cores. The result depends on the lanes only, never on the
+    threads (a test checks it against argon2-cffi's ``hash_secret_raw``); ``hash_secret_raw``
+    runs one thread per lane, and four threads on two cores took 0.120 s against 0.099 s."""
+    out = ffi.new("uint8_t[]", KEY_LEN)
+    pwd = ffi.new("uint8_t[]", passphrase)
+    salt_buf = ffi.new("uint8_t[]", salt)
+    ctx = ffi.new("argon2_context *", {
+        "version": ARGON2_VERSION, "out": out, "outlen": KEY_LEN,
+        "pwd": pwd, "pwdlen": len(passphrase), "salt": salt_buf, "saltlen": len(salt),
+        "secret": ffi.NULL, "secretlen": 0, "ad": ffi.NULL, "adlen": 0,
+        "t_cost": params.t, "m_cost": params.m, "lanes": params.p,
+        "threads": max(1, min(params.p, os.cpu_count() or 1)),
+        "allocate_cbk": ffi.NULL, "free_cbk": ffi.NULL, "flags": lib.ARGON2_DEFAULT_FLAGS,
+    })
+    rc = core(ctx, Type.ID.value)
+    if rc != lib.ARGON2_OK:
+        raise HashingError(error_to_str(rc))
+    return bytes(ffi.buffer(out, KEY_LEN))
 
 
 def new_master_secret() -> bytes:
@@ -53,7 +72,7 @@ def read_keyfile(data: bytes) -> formats.KeyFile:
     if kf.v != 1 or kf.kdf != "argon2id":
         raise IntegrityError(f"key object uses unsupported format v{kf.v}/{kf.kdf}")
     # Refuse parameters that would let a hostile provider make us burn unbounded memory or time.
-    if not (1 <= kf.t <= 64 and 8 <= kf.m <= 4 * 1024 * 1024 and 1 <= kf.p <= 64):
+    if not (1 <= kf.t <= 64 and 8 <= kf.m <= 4 * 1024 * 1024 and 1 <= kf.p <= 64 and kf.m >= 8 * kf.p):
         raise IntegrityError("key object has out-of-range Argon2 parameters")
     return kf
 
