@@ -21,6 +21,7 @@ from rich.console import Console
 
 from . import __version__, formats, keys, placement
 from .errors import FreeholdError, UsageError
+from .progress import NullProgress
 from .vault import ProviderSpec, Vault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -101,7 +102,6 @@ class BarProgress:
         self.label = label
         self.task: Any = None
         self.wants_total = err.is_terminal  # a total is worth a second walk only for a live bar
-        self.warnings: list[str] = []
         self._pending = 0
         self._last = 0.0
 
@@ -122,7 +122,6 @@ class BarProgress:
             self._last = now
 
     def warn(self, message: str) -> None:
-        self.warnings.append(message)
         self.bar.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
 
     def stop(self) -> None:
@@ -133,20 +132,10 @@ class BarProgress:
             self.bar.stop()
 
 
-class LineProgress:
+class LineProgress(NullProgress):
     """Progress where stderr is not a terminal (a log, a pipe): no bar to redraw, warnings as lines."""
 
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def scanned(self, files: int, size: int) -> None:
-        pass
-
-    def advance(self, size: int) -> None:
-        pass
-
     def warn(self, message: str) -> None:
-        self.warnings.append(message)
         err.print(f"warning: {message}", markup=False, highlight=False)
 
     def stop(self) -> None:
