@@ -90,14 +90,18 @@ class VaultKeys:
 
 
 def seal(key: bytes, kind: int, context: bytes, body: bytes | bytearray | memoryview,
-         encoding: int = ENC_NONE) -> bytearray:
+         encoding: int = ENC_NONE, *, nonce: bytes | None = None) -> bytearray:
     """Envelope: "FE" | version | kind | encoding | nonce(12) | AES-256-GCM(body) || tag.
 
     ``body`` is already encoded (e.g. zstd-compressed) as ``encoding`` says; the encoding
     byte is authenticated with the rest of the header. Encrypts straight into the
-    envelope buffer: no copy of the body is made."""
+    envelope buffer: no copy of the body is made. ``nonce`` is for known-answer tests only
+    (freehold.testing.vectors); writers leave it None and get a fresh random nonce."""
     header = _HEADER.pack(b"FE", ENVELOPE_VERSION, kind, encoding)
-    nonce = os.urandom(NONCE_LEN)
+    if nonce is None:
+        nonce = os.urandom(NONCE_LEN)
+    elif len(nonce) != NONCE_LEN:
+        raise ValueError(f"nonce must be {NONCE_LEN} bytes")
     start = _HEADER.size + NONCE_LEN
     env = bytearray(start + len(body) + TAG_LEN)
     env[: _HEADER.size] = header

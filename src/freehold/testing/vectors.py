@@ -1,0 +1,326 @@
+"""Known-answer vectors of format version 1 (docs/design.md), frozen.
+
+Everything Freehold writes to a provider is a deterministic function of a few random inputs
+(the master secret, nonces, salts, vault id). Fixing those inputs fixes every byte; this module
+holds such inputs and the bytes that format version 1 makes from them. The expected values were
+computed once from design.md's definitions (with ``cryptography``, ``blake3``, ``msgspec`` and
+``argon2`` directly, and cross-checked against Freehold's own code) and then frozen here:
+``tests/test_vectors.py`` asserts that the code still produces them. A second, independent reader
+can use them too.
+
+NEVER regenerate these values to make a test pass. A mismatch means the format changed: that is a
+new format version (design.md: "Once released, a format version stays readable"), never an edit
+of this file.
+
+Only plain constants (bytes, ints, strings, hex): no Freehold imports, so this module sits below
+everything it describes.
+"""
+
+from __future__ import annotations
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+MASTER = bytes(range(32))                                  # the master secret M (§4)
+VAULT_ID = bytes.fromhex("00112233445566778899aabbccddeeff")
+CREATED = "2024-05-06T07:08:09+00:00"                      # config / key object `created`
+SNAPSHOT_TIME = "2024-05-06T07:08:09.123456+00:00"         # snapshot `time` (microseconds, UTC)
+
+# Blob plaintexts (§4, §6): one stored as is (encoding 0), one compressible (encoding 1).
+BLOB_PLAIN = b"Freehold format 1 known-answer chunk: the quick brown fox jumps over the lazy dog.\n" * 2
+ZSTD_PLAIN = b"freehold " * 512
+# The zstd frame a writer made of ZSTD_PLAIN (level 3). It is an input, not a format invariant: a
+# different zstd may compress differently, any valid frame may be stored; readers must decode it.
+ZSTD_FRAME = bytes.fromhex("28b52ffd6000118d00004866726565686f6c64200100f4c1be1c01")
+
+# Nonces (§5 says random; fixed here so that envelopes are reproducible). One per envelope.
+NONCE_DATA = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaab")
+NONCE_DATA_ZSTD = bytes.fromhex("b0b1b2b3b4b5b6b7b8b9babb")
+NONCE_TREE = bytes.fromhex("c0c1c2c3c4c5c6c7c8c9cacb")
+NONCE_TRAILER = bytes.fromhex("d0d1d2d3d4d5d6d7d8d9dadb")
+NONCE_INDEX = bytes.fromhex("e0e1e2e3e4e5e6e7e8e9eaeb")
+NONCE_SNAPSHOT = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9fafb")
+NONCE_CONFIG = bytes.fromhex("101112131415161718191a1b")
+NONCE_KEY = bytes.fromhex("202122232425262728292a2b")
+NONCE_KEY_DEFAULT = bytes.fromhex("303132333435363738393a3b")
+
+# Argon2id (§13): a passphrase and salt, at test parameters and at the production default.
+PASSPHRASE = b"correct horse battery staple"
+SALT = bytes.fromhex("5a" * 16)
+ARGON2_WEAK = (1, 64, 1)             # t, m (KiB), p: KdfParams.weak(64)
+ARGON2_DEFAULT = (3, 64 * 1024, 4)   # KdfParams(): t=3, m=64 MiB, p=4
+
+# A 3-of-5 vault with five providers (§13) and its pack (§8, §9).
+K, N = 3, 5
+PROVIDER_IDS = ("p1", "p2", "p3", "p4", "p5")
+PROVIDER_URLS = tuple(f"file:///srv/freehold/{p}" for p in PROVIDER_IDS)
+PACK_SIZE = 16 * 1024 * 1024
+CHUNKER_MIN, CHUNKER_AVG, CHUNKER_MAX = 512 * 1024, 1024 * 1024, 4 * 1024 * 1024
+CHUNKER_OLD_MIN = 256 * 1024          # vaults made before the 512 KiB minimum (§7)
+
+# Fields of the tree, snapshot and config vectors (§11-§13; the structures themselves are built in
+# tests/test_vectors.py, and TREE_MSGPACK etc. below decode to them).
+MTIME = 1_700_000_000_123_456_789
+CTIME = 1_700_000_001_987_654_321
+SUBTREE_ID = bytes.fromhex("11" * 32)                      # a (fictitious) subdirectory's tree id
+SYMLINK_TARGET = b"../target/\xff-not-utf8"
+PARENT_SNAPSHOT = bytes.fromhex("22" * 32)
+SEED_MASTERS = tuple(bytes([j]) * 32 for j in range(1, 9))  # more master secrets, for chunker seeds only
+
+# A share header with large, byte-order-revealing fields (§9).
+HEADER_K, HEADER_N, HEADER_I = 3, 5, 4
+HEADER_L = 16_777_333                  # a pack a little over 16 MiB
+HEADER_S = 5_592_445                   # ceil(L / k)
+HEADER_PACK_ID = bytes(range(0xE0, 0x100))
+
+# A small 3-of-5 stripe set for the parity bytes: 3 stripes of 37 bytes.
+STRIPES = (bytes((7 * i + 3) & 0xFF for i in range(37)),
+           bytes((i * i + 101) & 0xFF for i in range(37)),
+           bytes((255 - 11 * i) & 0xFF for i in range(37)))
+PARITY_COEFFICIENTS_3_5 = ((15, 8, 6), (45, 48, 28))       # §9: zfec's parity of the unit vectors
+
+# FastCDC input (§7): 20 MiB from BLAKE3's XOF of this seed (blake3(CHUNK_SEED).digest(CHUNK_INPUT_LEN)).
+CHUNK_SEED = b"freehold/vectors/fastcdc-input"
+CHUNK_INPUT_LEN = 20 * 1024 * 1024
+
+# -- expected values (frozen; see the module docstring) ----------------------------------------------
+
+# §4 subkeys: HKDF-SHA256(ikm=MASTER, salt=none, info=label, 32 bytes)
+K_ID = bytes.fromhex("3d9b807f459ea9d4dd859579543c18d150ed7363aa5447085fb86b56185f5561")
+K_DATA = bytes.fromhex("913bdc150ae0cd0664d9d27547f394600623ba07af6b395d64651d94cd5f983f")
+K_META = bytes.fromhex("7e46bbbb393f6b4b63d92aa187589a6e6fe456f3c083b5203877ad427b1923a9")
+K_NAME = bytes.fromhex("ca74622c2368c934d0e338b50b2cc2c1275e5f26553cc601b77e095230b6bbfc")
+# 8 bytes of HKDF under freehold/v1/chunker-seed; seed = (uint64_be & (2^62-1)) | 1
+CHUNKER_SEED_OKM = bytes.fromhex("c3b0b7fa822333d0")
+CHUNKER_SEED = 265914664567911377
+# Chunker seeds of more master secrets (SEED_MASTERS), so that every bit the mask keeps or clears
+# and the low bit that `| 1` sets are exercised both ways.
+CHUNKER_SEEDS = (
+    1181546846527336507,
+    4016726409547526975,
+    3471277006216470231,
+    1280836562529652987,
+    510180294858726251,
+    1038840721632764943,
+    1615442520463447163,
+    841859293995350327,
+)
+
+# §4 blob ids (keyed BLAKE3 under K_id) and per-blob keys (HKDF-Expand under K_data)
+BLOB_ID = bytes.fromhex("c6450323a19a63f500938154a0c56f76b9472b27a0e837b6f2a0d8eff829f10b")
+BLOB_KEY = bytes.fromhex("b3a4b5cef304be05ed7cfd0a3ef97d8452f4a384bb296c185e6b83d7c34512db")
+ZSTD_BLOB_ID = bytes.fromhex("8e42c09e2eb35aebc2422db9a84dd1eefac8b0bef9fc11ce4806f6b4b37ee40a")
+ZSTD_BLOB_KEY = bytes.fromhex("a9feabcec7e1f076c7c9e5389c35a6c31e2f8c58d8c168649135c8612f2990f2")
+
+# §11 a tree of four nodes (a dir, a file of both blobs, an empty file, a symlink) and its id
+TREE_MSGPACK = bytes.fromhex(
+    "82a17601a56e6f6465739485a46e616d65c40362696ea474797065a3646972a46d6f6465cd01eda56d74696d65cf17979cfe"
+    "3d85cd15a773756274726565c420111111111111111111111111111111111111111111111111111111111111111189a46e61"
+    "6d65c408636166e92e747874a474797065a466696c65a46d6f6465cd01a4a56d74696d65cf17979cfe3d85cd15a473697a65"
+    "cd12a6a7636f6e74656e7492c420c6450323a19a63f500938154a0c56f76b9472b27a0e837b6f2a0d8eff829f10bc4208e42"
+    "c09e2eb35aebc2422db9a84dd1eefac8b0bef9fc11ce4806f6b4b37ee40aa3696e6fce0012d687a3646576cd0801a5637469"
+    "6d65cf17979cfeaca332b187a46e616d65c405656d707479a474797065a466696c65a46d6f6465cd0180a56d74696d65cf17"
+    "979cfe3d85cd15a3696e6fce0012d688a3646576cd0801a56374696d65cf17979cfeaca332b185a46e616d65c4046c696e6b"
+    "a474797065a773796d6c696e6ba46d6f6465cd01ffa56d74696d65cf17979cfe3d85cd15a6746172676574c4142e2e2f7461"
+    "726765742fff2d6e6f742d75746638")
+TREE_ID = bytes.fromhex("f6b5abd822e4b167a14fb39c32ba7c24231291fad97826a2d83dd928dd866778")
+
+# §5 envelopes: data blob (encoding 0), data blob (zstd), tree blob
+ENV_DATA = bytes.fromhex(
+    "4645010100a0a1a2a3a4a5a6a7a8a9aaab45a9090e5d4ebf0f415398e6c37879c2f158f39b870d2e540e8f006140ccbc7d9f"
+    "ae2d259f955f0c29b931592fbedaeff1d3174637513fbd6c37f6496906a6a27371bac7bb8ff48d5bd3e54534f1951246e1f0"
+    "1e1dfa94f989908c4022397dc160dba153373308a232e5db661cd32e18caa909223189c48f81e3a1f95b0a4c57692c40565c"
+    "fe336e4baaa30b133c79ee795dd184f780174120d5afd113b4392d8777fe51a59320953c37bf2ff272708a5a6f54507ef4")
+ENV_DATA_ZSTD = bytes.fromhex(
+    "4645010101b0b1b2b3b4b5b6b7b8b9babb307efb8556f6ad2f661db553743214a0833419b7a95f351ce3343d28219aa8fde2"
+    "8f3d68cd11c0a0bd5c79")
+ENV_TREE = bytes.fromhex(
+    "4645010200c0c1c2c3c4c5c6c7c8c9cacb3bb6e352e28f8fbb977c95d605a61aa3bbaaf6bd527ca5fc2afd44308f05f662fc"
+    "4b82ed19871f6f3628a0813f66ed12b0d8e4e92d290fd307c59e5edc4a0ca562a922436333025c36b5dc9ea27446d28c85d2"
+    "ec495297cea42b76751685bb4542597e14b171728f4520be8b4b3ad8da9942c09ffa4b2acb3bb0ac56f41d6604c29a7b46ee"
+    "a508743c6ae1209fbafe288941556002dd2c0496a7901321c1f07e4886d87fcb3d0b0d82b6a1abfc7a1e92afa0c8ee690ddf"
+    "235f62ca9304ae651b8bd438d870b9ab0e2648d0f3eb080eff616e5674fb090ba904537ef9ba3abb3ddb8fd761832c99bda3"
+    "cf5c662bf45910c0dc51745b420575dcd77bc99fde8786dc3890c89ae586006a14157b4431d8d16df5e914d596ecb7d89c1b"
+    "1dda5ca84c0cfd88ea67212dcbbb9ad275c07c685e9771c79d8f63bdc498098cda6058e9e5209147a207f43209bb260dcb4e"
+    "b30b8a9efcca712b34353169368edc06d07d8c9f5f9265af186cedb5a00c9c44a599ffde8585fa6a03dd9294b401d587e0b6"
+    "f577213005c47b61c3dee51b3b911994a315188d63744f9fd79fa339125e26180d3bd1263398298b64add06044299cd2")
+
+# §8 the pack ENV_DATA || ENV_DATA_ZSTD || trailer envelope || uint32-LE length, and its id
+TRAILER_MSGPACK = bytes.fromhex(
+    "82a17601a5626c6f62739285a26964c420c6450323a19a63f500938154a0c56f76b9472b27a0e837b6f2a0d8eff829f10ba1"
+    "7400a16f00a16cccc7a173cca685a26964c4208e42c09e2eb35aebc2422db9a84dd1eefac8b0bef9fc11ce4806f6b4b37ee4"
+    "0aa17400a16fccc7a16c3ca173cd1200")
+ENV_TRAILER = bytes.fromhex(
+    "4645010300d0d1d2d3d4d5d6d7d8d9dadb57b8830a66f473b789d64220c4a5c9cce04bbdd1d56b281346d7af6da07957617f"
+    "ad8f8a15658d81b4ff8b37c7312e2be14c8e28d7b0719b5a5f7e472eae82541a5abfa557ffa397fd703a036ce5d3d6319d69"
+    "f4711b470744d93fe1869c6e869349ebaca8edcd4dc56c95b055d16e2d139342bbbc9567407ae11e7bef591bf01363e754")
+PACK = bytes.fromhex(
+    "4645010100a0a1a2a3a4a5a6a7a8a9aaab45a9090e5d4ebf0f415398e6c37879c2f158f39b870d2e540e8f006140ccbc7d9f"
+    "ae2d259f955f0c29b931592fbedaeff1d3174637513fbd6c37f6496906a6a27371bac7bb8ff48d5bd3e54534f1951246e1f0"
+    "1e1dfa94f989908c4022397dc160dba153373308a232e5db661cd32e18caa909223189c48f81e3a1f95b0a4c57692c40565c"
+    "fe336e4baaa30b133c79ee795dd184f780174120d5afd113b4392d8777fe51a59320953c37bf2ff272708a5a6f54507ef446"
+    "45010101b0b1b2b3b4b5b6b7b8b9babb307efb8556f6ad2f661db553743214a0833419b7a95f351ce3343d28219aa8fde28f"
+    "3d68cd11c0a0bd5c794645010300d0d1d2d3d4d5d6d7d8d9dadb57b8830a66f473b789d64220c4a5c9cce04bbdd1d56b2813"
+    "46d7af6da07957617fad8f8a15658d81b4ff8b37c7312e2be14c8e28d7b0719b5a5f7e472eae82541a5abfa557ffa397fd70"
+    "3a036ce5d3d6319d69f4711b470744d93fe1869c6e869349ebaca8edcd4dc56c95b055d16e2d139342bbbc9567407ae11e7b"
+    "ef591bf01363e75495000000")
+PACK_ID = bytes.fromhex("7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab13393e5526390")
+PACK_LEN = 412
+STRIPE = 138
+
+# §9 the pack's five share objects (header || payload), names, and rendezvous placement
+SHARE_OBJECTS = (
+    bytes.fromhex(
+        "4648534801030500000000000000019c000000000000008a7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab1"
+        "3393e552639000000000000000004645010100a0a1a2a3a4a5a6a7a8a9aaab45a9090e5d4ebf0f415398e6c37879c2f158f3"
+        "9b870d2e540e8f006140ccbc7d9fae2d259f955f0c29b931592fbedaeff1d3174637513fbd6c37f6496906a6a27371bac7bb"
+        "8ff48d5bd3e54534f1951246e1f01e1dfa94f989908c4022397dc160dba153373308a232e5db661cd32e18caa909223189c4"
+        "8f81"),
+    bytes.fromhex(
+        "4648534801030501000000000000019c000000000000008a7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab1"
+        "3393e55263900000000000000000e3a1f95b0a4c57692c40565cfe336e4baaa30b133c79ee795dd184f780174120d5afd113"
+        "b4392d8777fe51a59320953c37bf2ff272708a5a6f54507ef44645010101b0b1b2b3b4b5b6b7b8b9babb307efb8556f6ad2f"
+        "661db553743214a0833419b7a95f351ce3343d28219aa8fde28f3d68cd11c0a0bd5c794645010300d0d1d2d3d4d5d6d7d8d9"
+        "dadb"),
+    bytes.fromhex(
+        "4648534801030502000000000000019c000000000000008a7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab1"
+        "3393e5526390000000000000000057b8830a66f473b789d64220c4a5c9cce04bbdd1d56b281346d7af6da07957617fad8f8a"
+        "15658d81b4ff8b37c7312e2be14c8e28d7b0719b5a5f7e472eae82541a5abfa557ffa397fd703a036ce5d3d6319d69f4711b"
+        "470744d93fe1869c6e869349ebaca8edcd4dc56c95b055d16e2d139342bbbc9567407ae11e7bef591bf01363e75495000000"
+        "0000"),
+    bytes.fromhex(
+        "4648534801030503000000000000019c000000000000008a7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab1"
+        "3393e552639000000000000000006102b9d1197694ca53e60616022a82b80402a83363d46e0e0ee697c378964fdbd3eeacab"
+        "fd6837ca2bc129f3515c489d78521285b1560fd5dacf0a5a7761bd4fc8ff99c5d3e93ccc78b215b05cb86f151dce04592388"
+        "1effdc30d00b4737239e6bbfa734c80f80111f8c6fb42d844043a4301a14e710d23fde65aca2787f417b3cd3df7444f42a8e"
+        "184a"),
+    bytes.fromhex(
+        "4648534801030504000000000000019c000000000000008a7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab1"
+        "3393e552639000000000000000001c71d28341f4c167f482236561eb74d10cba0f1bebe199377b7042a48f99af522569acd1"
+        "d69ce55d184d5cb598a7b0b6f7dd1cd2b9769d2a48d042c122ea4987c6e4353897c7e1062372938402a18b8cebf992807c78"
+        "c0057058ea9b1f17ab376512388809a25e2b6aec80e19b1ab0435c56dbe8e79cd5c0390bc5b91e59967398bdcac8ba00580b"
+        "d67d"),
+)
+SHARE_NAMES = (
+    "data/7b/7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab13393e5526390.0",
+    "data/7b/7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab13393e5526390.1",
+    "data/7b/7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab13393e5526390.2",
+    "data/7b/7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab13393e5526390.3",
+    "data/7b/7b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab13393e5526390.4",
+)
+PLACEMENT = (
+    "p4",
+    "p2",
+    "p1",
+    "p5",
+    "p3",
+)
+# §9 share header of (HEADER_K, HEADER_N, HEADER_I, HEADER_L, HEADER_S, HEADER_PACK_ID)
+SHARE_HEADER = bytes.fromhex(
+    "46485348010305040000000001000075000000000055557de0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9"
+    "fafbfcfdfeff0000000000000000")
+# §9 parity shares 3 and 4 of STRIPES
+PARITY = (
+    bytes.fromhex("2673dc21fa82237ed04fd79ac6003f954b4d6b71b7a134890e6c9d1716cd7576b2a93c35d4"),
+    bytes.fromhex("6ea216f055fafdd1efd2a4286beaa4ed1e256efd1620b81388869bb87bb41590dfaa822811"),
+)
+
+# §10 an index object of the pack (share 4 not written: nil), its name and envelope
+INDEX_MSGPACK = bytes.fromhex(
+    "82a17601a57061636b739186a26964c4207b17c9046d93787b0c9ada857c4b488066c350c6ff4665773ab13393e5526390a3"
+    "6c656ecd019ca16b03a16e05a67368617265739583a170a27034a168c420319b4af784679b612b122750a2f0b67f59adbdf7"
+    "1e79e37fe875b25877acd6f0a17accca83a170a27032a168c420824da6b2873ab440ed0fb6996a86624e7310ca6dc0af1581"
+    "96ba27ddc412f8aaa17accca83a170a27031a168c420ad3b5fb917421782f3732bcf64ec67830731ab3e716997a17a35cf02"
+    "e388834ba17accca83a170a27035a168c4207f50b94041e692fd57ae5da6365df3cc68ea428ee60016a62074d5ee60d35f94"
+    "a17acccac0a5626c6f62739285a26964c420c6450323a19a63f500938154a0c56f76b9472b27a0e837b6f2a0d8eff829f10b"
+    "a17400a16f00a16cccc7a173cca685a26964c4208e42c09e2eb35aebc2422db9a84dd1eefac8b0bef9fc11ce4806f6b4b37e"
+    "e40aa17400a16fccc7a16c3ca173cd1200")
+INDEX_NAME = 'index/9a888e251fb73a3e145675a8259506379295d4fbaddb4eedfea9cfff0f567bf5'
+ENV_INDEX = bytes.fromhex(
+    "4645010400e0e1e2e3e4e5e6e7e8e9eaeb1e6b24dbeb352c0e1b94c41c40c81b4f1c24667075249d85ada7141bca7b9fd19d"
+    "a15b70dce44804b41fec4c538d55a6d7e14b68027b4203ab6e685817ea7418d6ab4dc3c6d2437dcd2fda64d67b30d7f84d6c"
+    "30d8e3d191cd0d5d326d77b0dabf8ea7b3b94b31e782219c3b4616384ae3d228c56538a373c96fb23edc23e387c85856b78a"
+    "973244126038fa31f20d9426492a03129097084d86d9acb859511cb98bdf59703804667c8f21cdd2d2ed710bd50a1a3b0764"
+    "f433b17ffc1c07cb22d90ee1ce2833d99259754abd2fccfa9f7d92a4aaf0133eb11f35316619975b0cab4812db4755dddd50"
+    "2852266353d583612a1f7802939d14c52e01060180a2ef1f722e5ffabc060d8d97965186800fdb73af3b117bc51130957736"
+    "57e8fa44f28340a8e25e0dee03314f55820c3571d79d5331eaebe54dca539a525c54083d1fc85eb24b65ccdb048b73e38fe7"
+    "7b300874c335f9840cb6d57468e44bbee051cbb6ead8a76a2cd0f321198810aa91849c4e54006cec8de4e7c0284a404d4819")
+
+# §12 a snapshot of the tree, its name (the snapshot id is the hex part) and envelope
+SNAPSHOT_MSGPACK = bytes.fromhex(
+    "8ba17601a474696d65d920323032342d30352d30365430373a30383a30392e3132333435362b30303a3030a4686f7374af76"
+    "6563746f72732e6578616d706c65a5706174687391af2f686f6d652f757365722f646f6373a474726565c420f6b5abd822e4"
+    "b167a14fb39c32ba7c24231291fad97826a2d83dd928dd866778a473697a65cd12a6a566696c657302a46469727302a67061"
+    "72656e74c4202222222222222222222222222222222222222222222222222222222222222222a47461677392a56461696c79"
+    "a7766563746f7273a7736b697070656491b72f686f6d652f757365722f646f63732f70726976617465")
+SNAPSHOT_NAME = 'snapshots/abf717a76ac25bae41a5f344ba98a472b427a060166d402b35745bb4782d0552'
+ENV_SNAPSHOT = bytes.fromhex(
+    "4645010500f0f1f2f3f4f5f6f7f8f9fafba570a9e0b5124ec96e35daf3373c3d2919de373bcf3f0695f90bc4c5ce7af558bb"
+    "a99cb37afd7da4f4190e9649a00bc9bbfb89e121e765cae301e572f92ce70054bb33d788e4e606d4fb708625303a30dfb204"
+    "00dbad8186b207c3297b45715e15fc832e2069267cc93c2d8e554b93e8e614296bf03077d62fb64b63bb548fda7a80f4faa9"
+    "c3cc591316285b12940e8a5a6bf4a41c7d1998f8fd6263c0e9e22b661e63e56291360130911abf993b8040d092da681fe413"
+    "2541f7a3957db17160aa53babab3618113bf97fc1c995f168fb2e7850c94ec5085bf8d2daba9a13c82448233761f137e9fb0"
+    "9a68473de053d74edb249d4bb497e784032685cac80a7b30")
+
+# §13 a config with every field, an older vault's minimal one, and the first sealed
+CONFIG_MSGPACK = bytes.fromhex(
+    "89a17601a87661756c745f6964c41000112233445566778899aabbccddeeffa16b03a16e05a76368756e6b657283a36d696e"
+    "ce00080000a3617667ce00100000a36d6178ce00400000a97061636b5f73697a65ce01000000a970726f7669646572739584"
+    "a26964a27031a375726cb766696c653a2f2f2f7372762f66726565686f6c642f7031ac6a7572697364696374696f6ea24445"
+    "a86f70657261746f72a76865747a6e657284a26964a27032a375726cb766696c653a2f2f2f7372762f66726565686f6c642f"
+    "7032ac6a7572697364696374696f6ea24652a86f70657261746f72a36f766883a26964a27033a375726cb766696c653a2f2f"
+    "2f7372762f66726565686f6c642f7033ac6a7572697364696374696f6ea2434883a26964a27034a375726cb766696c653a2f"
+    "2f2f7372762f66726565686f6c642f7034ac6a7572697364696374696f6ea24e4c84a26964a27035a375726cb766696c653a"
+    "2f2f2f7372762f66726565686f6c642f7035ac6a7572697364696374696f6ea24445a86f70657261746f72a5696f6e6f73a7"
+    "63726561746564b9323032342d30352d30365430373a30383a30392b30303a3030a6706f6c69637983a5616c6c6f7794a243"
+    "48a24445a24652a24e4cb16d696e5f6a7572697364696374696f6e7302b06d61785f7065725f6f70657261746f7202")
+CONFIG_MINIMAL_MSGPACK = bytes.fromhex(
+    "87a17601a87661756c745f6964c41000112233445566778899aabbccddeeffa16b03a16e05a76368756e6b657283a36d696e"
+    "ce00040000a3617667ce00100000a36d6178ce00400000a97061636b5f73697a65ce01000000a970726f7669646572739582"
+    "a26964a27031a375726cb766696c653a2f2f2f7372762f66726565686f6c642f703182a26964a27032a375726cb766696c65"
+    "3a2f2f2f7372762f66726565686f6c642f703282a26964a27033a375726cb766696c653a2f2f2f7372762f66726565686f6c"
+    "642f703382a26964a27034a375726cb766696c653a2f2f2f7372762f66726565686f6c642f703482a26964a27035a375726c"
+    "b766696c653a2f2f2f7372762f66726565686f6c642f7035")
+ENV_CONFIG = bytes.fromhex(
+    "4645010600101112131415161718191a1b4ca02079eef16c805d4d090e48ca311c060221b23fb2938804b28c30cd029124fd"
+    "e66c12591cfe76b1e9212ed5c2d70fe63a04b9dc5cc014d4f5660c0b81a7e786580a7e3d3d7ae29cba03bfb1a2f87f70a8c7"
+    "9f57929a986d912d0d59c09884e8f3f6f041f0ee2635a15546d01147f86d48d88251f77f679287636fb5d42257c2de33384a"
+    "e1cf86aa9e4d5ec5436aa531e3cd4003aaf2811b706cfa04c4a27a2c471c0006bf346c39730dbd62f4bee49e350e130e43e9"
+    "b72802ad8d1e01129af351fdd1b9c2731ba2e3e0f696141ba3d419e67fc65b61bf1109f615c02954da4189f8bb487263da53"
+    "f55d7ddeb3e880bc2ede9a9299570c1967403591c402287ad5856988182035b974c41070b9c317a4893b39a9964024209702"
+    "f51157ad0f2d92724c7923e506eca14a5e33c1190918130ade6c2f6e5c092e3f5add981ef25a60226a81cff78546a2b9db23"
+    "d2b534b8eac70024f6f5d55fba4c3b242e8cea3dfc913351fa0d37a2eb48ee14e40f8959a98ebd2f4c6878ab9e9f6395054f"
+    "73b3204bfcb8879777e8fc047726515dec0cbe33c4f1d6b98ab4808c7f67d407abc1aac802e84b4095617659815a8b55d5e4"
+    "952ccac893deb2fa0da64a4ee9636d581f1a5605efb8d10e274ae19415fcf3eff4337c8fd0d2ade0f4431ea0b161f8d477ea"
+    "ad95060d64c360c8fed697de3188f471c61704b5349bbba95ebd1c3ccad9")
+
+# §13 Argon2id(PASSPHRASE, SALT) at ARGON2_WEAK, the master secret wrapped under it, the key object
+ARGON2_WEAK_KEY = bytes.fromhex("667583c3e341405c650e648948720276491a2e428ef63a5eaf33cd66c7a7fb0f")
+ENV_KEY = bytes.fromhex(
+    "4645010700202122232425262728292a2b501a1473f6f89381c0bd1bab377e0eadd9478c66f83cec7c798feab0be06fcd6ba"
+    "180f2eba6f873f7f60eccb0430bc15")
+KEYFILE_MSGPACK = bytes.fromhex(
+    "89a17601a36b6466a86172676f6e326964a17401a16d40a17001a473616c74c4105a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5aa8"
+    "7661756c745f6964c41000112233445566778899aabbccddeeffa777726170706564c4414645010700202122232425262728"
+    "292a2b501a1473f6f89381c0bd1bab377e0eadd9478c66f83cec7c798feab0be06fcd6ba180f2eba6f873f7f60eccb0430bc"
+    "15a763726561746564b9323032342d30352d30365430373a30383a30392b30303a3030")
+# ... and the same at the production default ARGON2_DEFAULT
+ARGON2_DEFAULT_KEY = bytes.fromhex("5cea1d57f950121fbc7a6d90279d7612482cf65ea98cacf40dc8c22b92f9461f")
+ENV_KEY_DEFAULT = bytes.fromhex(
+    "4645010700303132333435363738393a3b7b474d05c8e9f35c16437367eb23061063b11f41b654e764f52698a1c75b350f12"
+    "ce0d3436ffd0f405fddd6997412560")
+KEYFILE_DEFAULT_MSGPACK = bytes.fromhex(
+    "89a17601a36b6466a86172676f6e326964a17403a16dce00010000a17004a473616c74c4105a5a5a5a5a5a5a5a5a5a5a5a5a"
+    "5a5a5aa87661756c745f6964c41000112233445566778899aabbccddeeffa777726170706564c44146450107003031323334"
+    "35363738393a3b7b474d05c8e9f35c16437367eb23061063b11f41b654e764f52698a1c75b350f12ce0d3436ffd0f405fddd"
+    "6997412560a763726561746564b9323032342d30352d30365430373a30383a30392b30303a3030")
+
+# §7 FastCDC chunk lengths of the 20 MiB input under CHUNKER_SEED, avg 1 MiB, max 4 MiB
+CHUNK_INPUT_BLAKE3 = "da54bceb3a5e3012dfba3fb549a9ca3b62cf18515f4b86c5eccd6b7483438a79"
+CHUNKS_MIN512K = (
+    1051188, 1181252, 1132519, 1149635, 693717, 1304457, 836772, 1930563, 1082154, 948100, 1137052,
+    1026007, 1098799, 1053981, 1801043, 1741786, 1632621, 169874,
+)
+CHUNKS_MIN256K = (
+    1051188, 1181252, 1132519, 1149635, 693717, 1304457, 386528, 450244, 1930563, 1082154, 948100,
+    1137052, 1026007, 277870, 1234957, 1528729, 1341898, 1312155, 1632621, 169874,
+)

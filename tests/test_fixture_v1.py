@@ -1,0 +1,180 @@
+"""A vault written by format version 1 stays readable (tests/data/vault-v1, never regenerated).
+
+The stored provider objects were written by the format-1 writer (tests/data/make_vault_v1.py).
+Today's code must recover the vault from one provider on a fresh machine, restore both snapshots
+exactly as expected.json says (content, mode, mtime, symlink targets), find it healthy with
+`check --read-data`, and do all that with two of the five providers gone: through the Python API
+and through the command line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pytest
+
+import freehold
+from freehold.errors import WrongPassphrase
+from freehold.vault import Vault
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "vault-v1"
+AT = Path("/tmp/freehold-fixture-v1")          # where the sealed config says the providers are
+LOCK = Path("/tmp/freehold-fixture-v1.lock")
+SRC = Path(__file__).resolve().parents[1] / "src"
+EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
+PASSPHRASE = (FIXTURE / "passphrase.txt").read_text().rstrip("\n")
+SNAPSHOTS: list[dict[str, Any]] = EXPECTED["snapshots"]
+PROVIDERS = [f"p{i}" for i in range(1, EXPECTED["n"] + 1)]
+
+
+def url(pid: str) -> str:
+    return (AT / pid).as_uri()
+
+
+@pytest.fixture
+def stored() -> Iterator[Path]:
+    """The fixture's providers at their recorded place (one test at a time: the path is fixed)."""
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(AT, ignore_errors=True)
+        shutil.copytree(FIXTURE / "providers", AT)
+        try:
+            yield AT
+        finally:
+            shutil.rmtree(AT, ignore_errors=True)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty FREEHOLD_HOME: a fresh machine."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("FREEHOLD_HOME", str(h))
+    return h
+
+
+def describe(root: Path) -> dict[str, dict[str, Any]]:
+    """Every entry of a restored tree (root included) as expected.json records it, by path."""
+    out: dict[str, dict[str, Any]] = {}
+    base = root.parent
+    for dirpath, dirnames, filenames in os.walk(root):
+        paths = [Path(dirpath)] if Path(dirpath) == root else []
+        paths += [Path(dirpath) / name for name in dirnames + filenames]
+        for p in paths:
+            st = p.lstat()
+            entry: dict[str, Any] = {"path": str(p.relative_to(base)), "mode": st.st_mode & 0o7777,
+                                     "mtime_ns": st.st_mtime_ns}
+            if p.is_symlink():
+                target = os.fsencode(os.readlink(p))
+                entry.update(type="symlink", size=len(target), target=os.fsdecode(target),
+                             blake3=blake3.blake3(target).hexdigest())
+            elif p.is_dir():
+                entry.update(type="dir")
+            else:
+                data = p.read_bytes()
+                entry.update(type="file", size=len(data), blake3=blake3.blake3(data).hexdigest())
+            out[entry["path"]] = entry
+    return out
+
+
+def assert_restored(target: Path, snap: dict[str, Any]) -> None:
+    roots = sorted(os.listdir(target))
+    assert roots == [Path(p).name for p in snap["paths"]], roots
+    got = describe(target / roots[0])
+    want = {e["path"]: e for e in snap["entries"]}
+    assert sorted(got) == sorted(want), sorted(set(got) ^ set(want))
+    wrong = [(want[p], got[p]) for p in want if got[p] != want[p]]
+    assert not wrong, wrong[:3]
+
+
+def assert_snapshots(v: Vault) -> None:
+    snaps = dict(v.snapshots())
+    assert sorted(snaps) == sorted(s["id"] for s in SNAPSHOTS)
+    for s in SNAPSHOTS:
+        snap = snaps[s["id"]]
+        assert list(snap.paths) == s["paths"]
+        assert (snap.parent.hex() if snap.parent is not None else None) == s["parent"]
+        assert (snap.files, snap.dirs, snap.size) == (s["files"], s["dirs"], s["size"])
+
+
+def test_the_current_code_is_under_test() -> None:
+    assert Path(freehold.__file__).resolve().is_relative_to(SRC), freehold.__file__
+
+
+def test_the_fixture_is_intact() -> None:
+    """Every stored object is the one the format-1 writer wrote, and nothing else is there."""
+    objects = {str(f.relative_to(FIXTURE / "providers")): blake3.blake3(f.read_bytes()).hexdigest()
+               for f in sorted((FIXTURE / "providers").rglob("*")) if f.is_file()}
+    assert objects == EXPECTED["objects"]
+    assert EXPECTED["format"] == 1 and EXPECTED["providers_at"] == str(AT)
+    assert sum(f.stat().st_size for f in FIXTURE.rglob("*") if f.is_file()) < 6 * 2**20
+    assert SNAPSHOTS[1]["parent"] == SNAPSHOTS[0]["id"]
+
+
+def test_recover_and_restore_with_the_api(stored: Path, home: Path, tmp_path: Path) -> None:
+    with Vault.recover([url("p3")], passphrase=PASSPHRASE, home=home) as v:
+        assert_snapshots(v)
+        v.restore(SNAPSHOTS[0]["id"], tmp_path / "r0")
+    assert_restored(tmp_path / "r0", SNAPSHOTS[0])
+    # The recovered configuration opens the vault again, as on any machine.
+    with Vault.open(PASSPHRASE, home=home) as v:
+        assert_snapshots(v)
+        v.restore(SNAPSHOTS[1]["id"][:12], tmp_path / "r1")
+        report = v.check(read_data=True)
+    assert_restored(tmp_path / "r1", SNAPSHOTS[1])
+    assert report.healthy, report.problems
+
+
+def test_wrong_passphrase(stored: Path, home: Path) -> None:
+    with pytest.raises(WrongPassphrase):
+        Vault.recover([url("p3")], passphrase=PASSPHRASE + "x", home=home)
+    assert not (home / "vault.json").exists()
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FREEHOLD_HOME": str(home), "FREEHOLD_PASSPHRASE": PASSPHRASE,
+           "PYTHONPATH": str(SRC)}
+    proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"freehold {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_recover_restore_and_check_with_the_cli(stored: Path, home: Path, tmp_path: Path) -> None:
+    cli(home, "recover", "--from", url("p3"))
+    listed = json.loads(cli(home, "snapshots", "--json").stdout)
+    assert sorted(s["id"] for s in listed) == sorted(s["id"] for s in SNAPSHOTS)
+    for i, s in enumerate(SNAPSHOTS):
+        cli(home, "restore", s["id"][:12], "--target", str(tmp_path / f"r{i}"))
+        assert_restored(tmp_path / f"r{i}", s)
+    report = json.loads(cli(home, "check", "--read-data", "--json").stdout)
+    assert report["healthy"] and report["read_data"] and not report["problems"], report
+    assert report["snapshots"] == len(SNAPSHOTS)
+
+
+@pytest.mark.parametrize("gone", [("p1", "p2"), ("p4", "p5"), ("p2", "p5")], ids="-".join)
+def test_two_providers_lost(stored: Path, home: Path, tmp_path: Path, gone: tuple[str, str]) -> None:
+    for pid in gone:
+        shutil.rmtree(AT / pid)
+    with Vault.recover([url("p3")], passphrase=PASSPHRASE, home=home) as v:
+        assert_snapshots(v)
+        for i, s in enumerate(SNAPSHOTS):
+            v.restore(s["id"], tmp_path / f"r{i}")
+            assert_restored(tmp_path / f"r{i}", s)
+        assert not v.check().healthy  # the loss is reported, not hidden
+
+
+def test_two_providers_lost_with_the_cli(stored: Path, home: Path, tmp_path: Path) -> None:
+    for pid in ("p1", "p3"):
+        shutil.rmtree(AT / pid)
+    cli(home, "recover", "--from", url("p5"))
+    for i, s in enumerate(SNAPSHOTS):
+        cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
+        assert_restored(tmp_path / f"r{i}", s)
