@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -41,14 +42,15 @@ class Env:
     def urls(self) -> list[str]:
         return [p.as_uri() for p in self.providers]
 
-    def init(self) -> Vault:
+    def init(self, **kw: Any) -> Vault:
         v = Vault.init([ProviderSpec(u) for u in self.urls], self.k, self.n, PASS, home=self.home,
                        kdf=KdfParams.weak(64))
         v.close()
-        return self.open()
+        return self.open(**kw)
 
-    def open(self) -> Vault:
-        return Vault.open(PASS, home=self.home)
+    def open(self, **kw: Any) -> Vault:
+        """``wrap=``: a provider hook (e.g. FaultyProvider); ``hedge_after=``: seconds."""
+        return Vault.open(PASS, home=self.home, **kw)
 
     def cli_env(self) -> dict[str, str]:
         return {**os.environ, "FREEHOLD_HOME": str(self.home), "FREEHOLD_PASSPHRASE": PASS}

@@ -1,4 +1,6 @@
-"""The layering of docs/design.md §2, checked on the source: data flows one way."""
+"""The layering of docs/design.md §2, checked on the source: data flows one way, interfaces
+use only the Vault's door, nobody reaches into another object's private parts, and modules
+stay small enough to hold one job."""
 
 from __future__ import annotations
 
@@ -7,19 +9,26 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "freehold"
 
-LAYERS: dict[str, int] = {
+LAYERS: dict[str, float] = {
     "errors": 0,
     "formats": 1, "isal": 1, "filewriter": 1,
     "crypto": 2, "chunking": 2, "erasure": 2, "progress": 2, "placement": 2,
-    "providers": 3,
-    "testing": 4, "repository": 4, "keys": 4, "guardians": 4,
-    "pipeline": 5, "restore": 5,
+    "providers": 3, "keys": 3, "guardians": 3, "guardian_pages": 3.5,
+    "store": 4, "state": 4, "api": 4,
+    "testing": 5, "pipeline": 5, "restore": 5, "checker": 5, "assembly": 5,
     "vault": 6,
-    "cli": 7,
+    "console": 7, "cli": 7.5,
     "demo": 8,
 }
+# Interfaces talk to the Vault and its result types only.
+INTERFACES = {"cli", "demo"}
+INTERFACE_MAY_IMPORT = {"vault", "api", "errors", "progress", "cli", "demo", "__init__", "__version__",
+                        # value types the CLI builds from its options or prints
+                        "formats", "keys", "placement", "guardians", "guardian_pages", "console"}
 # Which modules may read the process environment (configuration enters at the edges only).
 ENVIRON_ALLOWED = {"cli", "vault", "testing"}
+ENV_NAMES = ("environ", "getenv", "environb", "putenv")
+MAX_LINES = 600
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -70,7 +79,75 @@ def test_imports_only_go_down() -> None:
     assert not bad, bad
 
 
+def test_interfaces_use_only_the_vault() -> None:
+    bad = [f"{path.relative_to(SRC)} imports {dep}" for top, path in _modules() if top in INTERFACES
+           for dep in _freehold_imports(path) - INTERFACE_MAY_IMPORT]
+    assert not bad, bad
+
+
+def _reach_through(path: Path) -> list[str]:
+    """Attribute access to another object's private names (``x._y`` where x is not self or
+    cls), and to ``.repo`` anywhere."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Attribute):
+            continue
+        name = node.attr
+        owner = node.value
+        if name == "repo":
+            found.append(f"{path.relative_to(SRC)}:{node.lineno} .repo")
+        elif name.startswith("_") and not name.startswith("__"):
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            if isinstance(owner, ast.Name) and owner.id in ("os", "sys", "ctypes", "msgspec", "socket"):
+                continue  # the standard library's own underscore names (os._exit, sys._getframe)
+            found.append(f"{path.relative_to(SRC)}:{node.lineno} .{name}")
+    return found
+
+
+def test_no_reach_through_to_private_names() -> None:
+    bad = [hit for _, path in _modules() for hit in _reach_through(path)]
+    assert not bad, bad
+
+
+def _reads_environment(path: Path) -> bool:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr in ENV_NAMES
+                and isinstance(node.value, ast.Name) and node.value.id == "os"):
+            return True
+        if (isinstance(node, ast.ImportFrom) and node.module == "os"
+                and any(a.name in ENV_NAMES for a in node.names)):
+            return True
+    return False
+
+
 def test_environment_is_read_only_at_the_edges() -> None:
     bad = [str(path.relative_to(SRC)) for top, path in _modules()
-           if "os.environ" in path.read_text() and top not in ENVIRON_ALLOWED]
+           if _reads_environment(path) and top not in ENVIRON_ALLOWED]
     assert not bad, bad
+
+
+def test_the_environment_check_sees_every_spelling(tmp_path: Path) -> None:
+    for text in ("import os\nos.environ['X']\n", "import os\nos.getenv('X')\n", "from os import environ\n",
+                 "from os import getenv as g\n"):
+        f = tmp_path / "m.py"
+        f.write_text(text)
+        assert _reads_environment(f), text
+    (tmp_path / "m.py").write_text("import os\nos.path.join('a')\n")
+    assert not _reads_environment(tmp_path / "m.py")
+
+
+def test_the_reach_through_check_sees_it(tmp_path: Path) -> None:
+    f = SRC / "_probe_tmp.py"
+    try:
+        f.write_text("def f(v, self):\n    v.repo.x\n    v._master\n    self._ok\n")
+        assert len(_reach_through(f)) == 2
+    finally:
+        f.unlink()
+
+
+def test_no_module_is_over_the_budget() -> None:
+    big = {str(path.relative_to(SRC)): n for _, path in _modules()
+           if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not big, big

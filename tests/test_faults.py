@@ -9,22 +9,27 @@ from pathlib import Path
 
 import pytest
 
-from freehold.errors import NotEnoughShares, ProviderUnavailable
+from freehold.errors import ProviderUnavailable, QuorumError
 from freehold.keys import KdfParams
+from freehold.providers import Provider
 from freehold.testing.faults import FaultyProvider
 from freehold.testing.seaweed import SeaweedServer
-from freehold.vault import ProviderSpec, Vault
+from freehold.vault import ProviderSpec, Vault, Wrap
 
 from .conftest import PASS, WEED, Env, needs_weed, same_tree, write_tree
 
 
-def _wrap(v: Vault, **faults: dict[str, object]) -> dict[str, FaultyProvider]:
-    """Put a FaultyProvider around the named providers of an open vault."""
-    wrapped = {}
-    for pid, kw in faults.items():
-        wrapped[pid] = FaultyProvider(v.repo.providers[pid], seed=7, **kw)  # type: ignore[arg-type]
-        v.repo.providers[pid] = wrapped[pid]
-    return wrapped
+def _faults(**faults: dict[str, object]) -> tuple[Wrap, dict[str, FaultyProvider]]:
+    """A provider hook for Vault.open that puts a FaultyProvider around the named providers."""
+    wrapped: dict[str, FaultyProvider] = {}
+
+    def wrap(pid: str, prov: Provider) -> Provider:
+        if pid in faults:
+            wrapped[pid] = FaultyProvider(prov, seed=7, **faults[pid])  # type: ignore[arg-type]
+            return wrapped[pid]
+        return prov
+
+    return wrap, wrapped
 
 
 def test_backup_with_provider_down_fails_cleanly_unless_degraded(env: Env, tmp_path: Path) -> None:
@@ -32,14 +37,14 @@ def test_backup_with_provider_down_fails_cleanly_unless_degraded(env: Env, tmp_p
     with env.init() as v:
         first, _, _ = v.backup([str(src)])
     (src / "new.bin").write_bytes(b"fresh data " * 200_000)
-    with env.open() as v:
-        _wrap(v, p2={"down": True})
+    wrap, _ = _faults(p2={"down": True})
+    with env.open(wrap=wrap) as v:
         with pytest.raises(ProviderUnavailable, match=r"p2.*--degraded"):
             v.backup([str(src)])
         assert [s for s, _ in v.snapshots()] == [first]  # nothing half-made is visible
-        before = set(v.repo.packs)
+        before = {r.id for r in v.packs()}
         sid, _, _ = v.backup([str(src)], degraded=True)
-        new = [r for pid, r in v.repo.packs.items() if pid not in before]
+        new = [r for r in v.packs() if r.id not in before]
         assert new and all(sum(s is None for s in r.shares) == 1 for r in new)
         assert all(s.p != "p2" for r in new for s in r.shares if s is not None)
     with env.open() as v:  # p2 is back: check names the shares the degraded backup could not write
@@ -55,9 +60,10 @@ def test_backup_with_provider_down_fails_cleanly_unless_degraded(env: Env, tmp_p
 
 def test_degraded_backup_needs_k_plus_one(env: Env, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", small=5)
-    with env.init() as v:
-        _wrap(v, p1={"down": True}, p4={"down": True})
-        with pytest.raises(NotEnoughShares, match="k\\+1"):
+    env.init().close()
+    wrap, _ = _faults(p1={"down": True}, p4={"down": True})
+    with env.open(wrap=wrap) as v:
+        with pytest.raises(QuorumError, match="k\\+1"):
             v.backup([str(src)], degraded=True)
         assert v.snapshots() == []
 
@@ -67,13 +73,15 @@ def test_restore_races_slow_provider_and_survives_garbage(env: Env, tmp_path: Pa
     with env.init() as v:
         sid, _, _ = v.backup([str(src)])
     with env.open() as v:
-        v.repo.hedge_after = 0.2
         # The providers holding the first two data shares of the biggest pack: one slow, one lying.
-        rec = max(v.repo.packs.values(), key=lambda r: r.len)
+        rec = max(v.packs(), key=lambda r: r.len)
         slow, liar = rec.shares[0].p, rec.shares[1].p  # type: ignore[union-attr]
-        faulty = _wrap(v, **{slow: {"delay": {"get": 30.0}}, liar: {"corrupt": 1.0}})
+    wrap, faulty = _faults(**{slow: {}, liar: {}})
+    with env.open(wrap=wrap, hedge_after=0.2) as v:
+        faulty[slow].delay["get"] = 30.0  # only now: unlocking reads key objects from every provider
+        faulty[liar].corrupt = 1.0
         v.restore(sid, tmp_path / "out")
-        assert v.repo.read_stats.fallback_reads > 0
+        assert v.last_outcome.fallback_reads > 0
         assert faulty[liar].corrupted > 0
     same_tree(src, tmp_path / "out" / "src")
 
@@ -128,8 +136,7 @@ def test_mixed_s3_and_local_vault_with_real_server_faults(tmp_path: Path, s3_env
     # Server B paused (SIGSTOP): reads from it time out; the restore races the other shares.
     second_seaweed.pause()
     try:
-        with Vault.open(PASS, home=home) as v:
-            v.repo.hedge_after = 0.3
+        with Vault.open(PASS, home=home, hedge_after=0.3) as v:
             v.restore(first, tmp_path / "out2")
     finally:
         second_seaweed.resume()
@@ -142,7 +149,7 @@ def test_mixed_s3_and_local_vault_with_real_server_faults(tmp_path: Path, s3_env
         with pytest.raises(ProviderUnavailable, match="s3b"):
             v.backup([str(src)])
         sid, _, _ = v.backup([str(src)], degraded=True)
-        assert "s3b" in v.repo.down
+        assert "s3b" in v.last_outcome.down
     with Vault.open(PASS, home=home) as v:
         v.restore(sid, tmp_path / "out3")
         report = v.check()
@@ -200,7 +207,7 @@ def test_recover_from_a_single_s3_provider_on_a_fresh_machine(tmp_path: Path, s3
     for which, (unlock, new_home) in enumerate([({"passphrase": PASS}, tmp_path / "fresh1"),
                                                 ({"shares": shares[1:]}, tmp_path / "fresh2")]):
         with Vault.recover([urls[which]], home=new_home, **unlock) as v:  # type: ignore[arg-type]
-            assert len(v.repo.config.providers) == 5
+            assert len(v.info().providers) == 5
             v.restore("latest", tmp_path / f"out{which}")
         same_tree(src, tmp_path / f"out{which}" / "src")
 

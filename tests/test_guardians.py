@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shamir_mnemonic.wordlist import WORDLIST
 
-from freehold import guardians
+from freehold import guardian_pages, guardians
 from freehold.errors import GuardianShareError, UsageError
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -74,7 +74,7 @@ def test_input_is_normalised(secret: bytes, shares: list[str]) -> None:
     ]
     assert guardians.combine(messy) == secret
     # The word grid of the text file, pasted as is, numbers and all.
-    texts = [guardians.guardian_text(s, vault_label="v", share_number=i + 1, threshold=3, count=5)
+    texts = [guardian_pages.guardian_text(s, vault_label="v", share_number=i + 1, threshold=3, count=5)
              for i, s in enumerate(shares[:3])]
     grids = [t.split("The words:")[1].split("SLIP-39 share")[0] for t in texts]
     assert guardians.combine(grids) == secret
@@ -221,7 +221,7 @@ LABEL = 'Ann\'s <photos> & "docs"'
 
 
 def test_svg_page(shares: list[str]) -> None:
-    page = guardians.render_svg(shares[1], vault_label=LABEL, share_number=2, threshold=3, count=5)
+    page = guardian_pages.render_svg(shares[1], vault_label=LABEL, share_number=2, threshold=3, count=5)
     root = ET.fromstring(page)
     assert root.tag == f"{SVG}svg"
     assert root.get("viewBox") == "0 0 210 297"
@@ -248,7 +248,7 @@ def test_svg_page(shares: list[str]) -> None:
 
 def test_svg_escapes_and_cleans_labels(shares: list[str]) -> None:
     nasty = "<script>alert('x')</script> & ]]> \x00\x1b[31m\ud800"
-    page = guardians.render_svg(shares[0], vault_label=nasty, share_number=1, threshold=3, count=5)
+    page = guardian_pages.render_svg(shares[0], vault_label=nasty, share_number=1, threshold=3, count=5)
     root = ET.fromstring(page.encode("utf-8", "strict"))
     assert not list(root.iter(f"{SVG}script")) and not list(root.iter("script"))
     assert "\x00" not in page and "\x1b" not in page
@@ -256,15 +256,15 @@ def test_svg_escapes_and_cleans_labels(shares: list[str]) -> None:
 
 def test_svg_and_text_check_their_arguments(shares: list[str]) -> None:
     with pytest.raises(UsageError, match="share number"):
-        guardians.render_svg(shares[0], vault_label="v", share_number=6, threshold=3, count=5)
+        guardian_pages.render_svg(shares[0], vault_label="v", share_number=6, threshold=3, count=5)
     with pytest.raises(UsageError, match="says 3 shares are needed, not 2"):
-        guardians.guardian_text(shares[0], vault_label="v", share_number=1, threshold=2, count=5)
+        guardian_pages.guardian_text(shares[0], vault_label="v", share_number=1, threshold=2, count=5)
     with pytest.raises(GuardianShareError):
-        guardians.render_svg("not a share", vault_label="v", share_number=1, threshold=3, count=5)
+        guardian_pages.render_svg("not a share", vault_label="v", share_number=1, threshold=3, count=5)
 
 
 def test_text_page(shares: list[str]) -> None:
-    text = guardians.guardian_text(shares[4], vault_label=LABEL, share_number=5, threshold=3, count=5)
+    text = guardian_pages.guardian_text(shares[4], vault_label=LABEL, share_number=5, threshold=3, count=5)
     assert text.startswith("Freehold guardian share 5 of 5\n")
     flat = " ".join(text.split())
     assert LABEL in flat and "in person" in flat and "reveals nothing" in flat
@@ -274,17 +274,17 @@ def test_text_page(shares: list[str]) -> None:
 
 def test_single_guardian_pages_say_the_share_alone_opens_the_vault() -> None:
     (only,) = _split(bytes(32), 1, 1)
-    text = " ".join(guardians.guardian_text(only, vault_label="Solo", share_number=1, threshold=1,
+    text = " ".join(guardian_pages.guardian_text(only, vault_label="Solo", share_number=1, threshold=1,
                                             count=1).split())
     assert 'guardian share 1 of 1 for the Freehold backup vault "Solo"' in text
     assert "only guardian" in text and "alone can restore" in text and "reveals nothing" not in text
-    page = guardians.render_svg(only, vault_label="Solo", share_number=1, threshold=1, count=1)
+    page = guardian_pages.render_svg(only, vault_label="Solo", share_number=1, threshold=1, count=1)
     assert "This single share restores the vault" in page
 
 
 def test_write_share_files(tmp_path: Path, shares: list[str]) -> None:
     out = tmp_path / "guardians"
-    paths = guardians.write_share_files(shares, out, LABEL, 3)
+    paths = guardian_pages.write_share_files(shares, out, LABEL, 3)
     assert [p.name for p in paths] == [f"guardian-{n}.{ext}" for n in range(1, 6) for ext in ("svg", "txt")]
     for p in paths:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
@@ -292,7 +292,7 @@ def test_write_share_files(tmp_path: Path, shares: list[str]) -> None:
     assert shares[2].split()[5] in (out / "guardian-3.txt").read_text()
     before = {p: p.read_bytes() for p in paths}
     with pytest.raises(UsageError, match="refusing to overwrite"):
-        guardians.write_share_files(shares, out, "another", 3)
+        guardian_pages.write_share_files(shares, out, "another", 3)
     assert {p: p.read_bytes() for p in paths} == before
 
     # One existing target means nothing at all is written.
@@ -300,13 +300,13 @@ def test_write_share_files(tmp_path: Path, shares: list[str]) -> None:
     other.mkdir()
     (other / "guardian-4.txt").write_text("mine")
     with pytest.raises(UsageError, match=r"guardian-4\.txt"):
-        guardians.write_share_files(shares, other, LABEL, 3)
+        guardian_pages.write_share_files(shares, other, LABEL, 3)
     assert sorted(p.name for p in other.iterdir()) == ["guardian-4.txt"]
 
     with pytest.raises(UsageError, match="not 2"):
-        guardians.write_share_files(shares, tmp_path / "x", LABEL, 2)
+        guardian_pages.write_share_files(shares, tmp_path / "x", LABEL, 2)
     with pytest.raises(UsageError, match="twice"):
-        guardians.write_share_files([shares[0], shares[0]], tmp_path / "y", LABEL, 2)
+        guardian_pages.write_share_files([shares[0], shares[0]], tmp_path / "y", LABEL, 2)
 
 
 # ------------------------------------------------------------------------------------------------

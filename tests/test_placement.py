@@ -110,8 +110,8 @@ def test_policy_places_new_packs_and_added_provider_gets_metadata(tmp_path: Path
         (src / f"f{i}").write_bytes(bytes([i]) * 700_000 + i.to_bytes(4, "big") * 1000)
     with Vault.init(specs, 2, 4, PASS, home=tmp_path / "home", kdf=KdfParams.weak(64), policy=policy) as v:
         v.backup([str(src)])
-        by_id = {p.id: p for p in v.repo.config.providers}
-        for rec in v.repo.packs.values():
+        by_id = {p.id: p for p in v.info().providers}
+        for rec in v.packs():
             chosen = [by_id[s.p] for s in rec.shares if s is not None]
             assert len(chosen) == 4 and placement.satisfies(chosen, policy)
         entry = v.add_provider(ProviderSpec(dirs[6].as_uri(), "CH", "infomaniak", "swiss"))
@@ -120,5 +120,5 @@ def test_policy_places_new_packs_and_added_provider_gets_metadata(tmp_path: Path
     names = {str(p.relative_to(dirs[6])).split("/")[0] for p in dirs[6].rglob("*") if p.is_file()}
     assert {"config", "keys", "index", "snapshots"} <= names
     with Vault.open(PASS, home=tmp_path / "home") as v:
-        assert [p.id for p in v.repo.config.providers][-1] == "swiss"
+        assert [p.id for p in v.info().providers][-1] == "swiss"
         assert all(s.healthy for s in v.provider_status())

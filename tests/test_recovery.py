@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from freehold.crypto import VaultKeys
 from freehold.errors import GuardianShareError, UsageError, VaultNotFound, WrongPassphrase
 from freehold.keys import KdfParams
 from freehold.vault import Vault
@@ -41,7 +42,7 @@ def test_recover_from_each_single_provider_with_passphrase(vault: tuple[Env, Pat
     home = _fresh_home(tmp_path)
     with Vault.recover([e.urls[which]], passphrase=PASS, home=home) as v:
         assert len(v.snapshots()) == 2
-        assert [p.url for p in v.repo.config.providers] == e.urls  # the full provider list is back
+        assert [p.url for p in v.info().providers] == e.urls  # the full provider list is back
         v.restore("latest", tmp_path / "out")
     same_tree(src, tmp_path / "out" / "src")
     state = json.loads((home / "vault.json").read_text())
@@ -140,7 +141,7 @@ def test_passphrase_change_and_several_keys_rewrite_only_key_objects(tmp_path: P
 
     def not_keys() -> dict[str, tuple[int, int]]:
         return {str(f): (f.stat().st_size, f.stat().st_mtime_ns) for _, f in e.objects()
-                if "/keys/" not in str(f) and not str(f).endswith("/config")}
+                if "/keys/" not in str(f) and "/configs/" not in str(f) and not str(f).endswith("/config")}
 
     before = not_keys()
     with e.open() as v:
@@ -151,9 +152,9 @@ def test_passphrase_change_and_several_keys_rewrite_only_key_objects(tmp_path: P
         extra = v.add_key("third", WEAK)
         assert len(v.key_objects()) == 2
     with Vault.open("third", home=e.home) as v:
-        v.remove_key(extra[:10])
+        v.remove_key(extra.id[:10])
         with pytest.raises(UsageError, match="last key"):
-            v.remove_key(v.key_objects()[0][0])
+            v.remove_key(v.key_objects()[0].id)
     with pytest.raises(WrongPassphrase):
         Vault.open("third", home=e.home)
     assert not_keys() == before  # no data, index or snapshot object was touched
@@ -167,7 +168,9 @@ def test_threat_model_secrets_never_leave_in_clear(tmp_path: Path) -> None:
     with e.init() as v:
         v.backup([str(src)])
         master = v._master
-        secrets_ = [master, v.repo.keys.metadata, v.repo.keys.data_root, v.repo.keys.chunk_id, PASS.encode()]
+        assert master is not None
+        sub = VaultKeys.derive(master)
+        secrets_ = [master, sub.metadata, sub.data_root, sub.chunk_id, sub.object_name, PASS.encode()]
     assert master is not None
     stolen = [f for _, f in e.objects()] + [f for f in e.home.rglob("*") if f.is_file()]
     for f in stolen:

@@ -22,7 +22,7 @@ from freehold import erasure, formats, isal
 from freehold.chunking import Chunker, Compressor
 from freehold.crypto import ENC_NONE, ENC_ZSTD, KIND_DATA, KIND_INDEX, VaultKeys, open_sealed, seal
 from freehold.errors import IntegrityError
-from freehold.repository import _coalesce, _segments
+from freehold.store.reader import _coalesce, _segments
 
 KEYS = VaultKeys.derive(bytes(range(32)))
 
@@ -316,7 +316,7 @@ def test_encode_paths_agree_and_isal_refuses_a_wrong_library(monkeypatch: pytest
 
 @given(st.lists(st.binary(max_size=3000), min_size=1, max_size=8), st.integers(1, 6), st.data())
 def test_scatter_lays_the_pack_out_as_zero_padded_stripes(parts: list[bytes], k: int, data: st.DataObject) -> None:
-    from freehold.repository import _scatter
+    from freehold.store.packs import _scatter
 
     pack = b"".join(parts)
     size = erasure.stripe_size(len(pack), k)

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import getpass
 import json
-import logging
 import os
 import stat
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from . import __version__, formats, keys, placement
+from .console import err, hard_exit, progress_for, setup_logging, tune_gc, tune_malloc
 from .errors import FreeholdError, UsageError
-from .progress import NullProgress
 from .vault import ProviderSpec, Vault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Freehold: encrypted, deduplicated, erasure-coded backups on storage you choose.")
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 PassFileOpt = Annotated[Path | None, typer.Option("--passphrase-file", help="Read the passphrase from FILE.",
@@ -50,6 +46,13 @@ def _passphrase(passphrase_file: Path | None, confirm: bool = False) -> str:
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
         raise UsageError("the passphrases do not match")
     return first
+
+
+def _missed(pids: list[str]) -> str:
+    if not pids:
+        return ""
+    return (f" Providers {', '.join(pids)} did not take the change; they are brought up to date the next time "
+            "they are reachable.")
 
 
 def _open(passphrase_file: Path | None) -> Vault:
@@ -78,94 +81,6 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
-
-
-PROGRESS_EVERY = 0.05  # seconds between progress bar updates
-
-
-class BarProgress:
-    """Adapts the vault's progress callbacks to a rich progress bar on stderr, shown once work starts."""
-
-    def __init__(self, label: str) -> None:
-        from rich.progress import (  # only where a bar is shown: 10 ms of every command otherwise
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
-        self.label = label
-        self.task: Any = None
-        self.wants_total = err.is_terminal  # a total is worth a second walk only for a live bar
-        self._pending = 0
-        self._last = 0.0
-
-    def scanned(self, files: int, size: int) -> None:
-        if self.task is None:
-            self.bar.start()
-            # Restores always know their total; backups count it only for a live bar (wants_total).
-            self.task = self.bar.add_task(self.label, total=size if size or self.wants_total else None)
-
-    def advance(self, size: int) -> None:
-        # Called once per file or chunk; rich's bookkeeping per call cost ~0.5 CPU s for 20,000
-        # small files, so updates are passed on at most every PROGRESS_EVERY seconds.
-        self._pending += size
-        now = time.monotonic()
-        if self.task is not None and now - self._last >= PROGRESS_EVERY:
-            self.bar.advance(self.task, self._pending)
-            self._pending = 0
-            self._last = now
-
-    def warn(self, message: str) -> None:
-        self.bar.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
-
-    def stop(self) -> None:
-        if self.task is not None:
-            if self._pending:
-                self.bar.advance(self.task, self._pending)
-                self._pending = 0
-            self.bar.stop()
-
-
-class LineProgress(NullProgress):
-    """Progress where stderr is not a terminal (a log, a pipe): no bar to redraw, warnings as lines."""
-
-    def warn(self, message: str) -> None:
-        err.print(f"warning: {message}", markup=False, highlight=False)
-
-    def stop(self) -> None:
-        pass
-
-
-@contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[BarProgress | LineProgress | None]:
-    if quiet:
-        yield None
-        return
-    prog = BarProgress(label) if err.is_terminal else LineProgress()
-    try:
-        yield prog
-    finally:
-        prog.stop()
-
-
-class _OnceHandler(logging.Handler):
-    """Prints each distinct warning once, on one line, without a traceback."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if msg not in self.seen:
-            self.seen.add(msg)
-            err.print(f"warning: {msg}", markup=False, highlight=False)
 
 
 def _parse_provider(value: str) -> ProviderSpec:
@@ -220,10 +135,11 @@ def init(
     policy = _policy(allow, min_jurisdictions, max_per_operator)
     passphrase = _passphrase(passphrase_file, confirm=True)
     with Vault.init(specs, k, n, passphrase, kdf=_kdf_from_env(), policy=policy) as v:
-        vid = v.repo.config.vault_id.hex()
+        info = v.info()
+        vid = info.vault_id
         if as_json:
             _emit({"vault_id": vid, "k": k, "n": n, "home": str(v.home),
-                   "providers": [p.url for p in v.repo.config.providers]})
+                   "providers": [p.url for p in info.providers]})
             return
         out.print(f"Created vault {vid[:12]}: {k}-of-{n} over {len(specs)} providers "
                   f"(survives the loss of any {n - k}).")
@@ -240,9 +156,9 @@ def backup(
     as_json: JsonOpt = False,
 ) -> None:
     """Back up PATHs; print the new snapshot id on the last line."""
-    with _open(passphrase_file) as v, _progress("backup", as_json) as prog:
+    with _open(passphrase_file) as v, progress_for("backup", as_json) as prog:
         sid, _, st = v.backup(paths, prog, tag, degraded=degraded)
-        missing = sorted(v.repo.down)
+        missing = v.last_outcome.down
     if as_json:
         _emit({"snapshot": sid, "files": st.files, "dirs": st.dirs, "size": st.size,
                "new_bytes": st.new_bytes, "stored_bytes": st.stored_bytes,
@@ -315,9 +231,9 @@ def restore(
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a snapshot (or one path of it) into a directory."""
-    with _open(passphrase_file) as v, _progress("restore", as_json) as prog:
+    with _open(passphrase_file) as v, progress_for("restore", as_json) as prog:
         st = v.restore(snapshot, target, include, prog)
-        fallback = v.repo.read_stats.fallback_reads
+        fallback = v.last_outcome.fallback_reads
     if as_json:
         _emit({"files": st.files, "dirs": st.dirs, "symlinks": st.symlinks, "size": st.size,
                "target": str(target), "degraded_reads": fallback})
@@ -337,22 +253,26 @@ def check(
     """Verify the vault; exit 0 when healthy, 1 with a report when not."""
     with _open(passphrase_file) as v:
         report = v.check(read_data)
-    problems = [{"kind": p.kind, "detail": p.detail, "provider": p.provider, "object": p.object}
-                for p in report.problems]
+    problems = [{"kind": p.kind, "detail": p.detail, "provider": p.provider, "object": p.object,
+                 "healed": p.healed} for p in report.problems]
     if as_json:
         _emit({"healthy": report.healthy, "packs": report.packs, "shares": report.shares,
-               "snapshots": report.snapshots, "read_data": read_data, "problems": problems})
+               "snapshots": report.snapshots, "replicas": report.replicas, "healed": report.healed,
+               "read_data": read_data, "problems": problems})
     else:
         what = "read and verified" if read_data else "present"
+        open_ = [p for p in problems if not p["healed"]]
         if report.healthy:
             out.print(f"OK: {report.snapshots} snapshots, {report.packs} packs, all {report.shares} shares "
-                      f"{what}.")
+                      f"{what}; {report.replicas} replicated objects verified.")
         else:
-            out.print(f"[red]{len(problems)} problem(s)[/] in {report.packs} packs / {report.shares} shares:")
-            for p in problems:
-                where = f" on {p['provider']}" if p["provider"] else ""
-                obj = f" {p['object']}" if p["object"] else ""
-                out.print(f"  {p['kind']}{where}:{obj} {p['detail']}", markup=False)
+            out.print(f"[red]{len(open_)} problem(s)[/] in {report.packs} packs / {report.shares} shares / "
+                      f"{report.replicas} replicated objects:")
+        for p in problems:
+            where = f" on {p['provider']}" if p["provider"] else ""
+            obj = f" {p['object']}" if p["object"] else ""
+            healed = " (healed)" if p["healed"] else ""
+            out.print(f"  {p['kind']}{where}:{obj} {p['detail']}{healed}", markup=False)
     if not report.healthy:
         raise typer.Exit(1)
 
@@ -408,7 +328,7 @@ def provider_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False)
     with _open(passphrase_file) as v:
         rows = v.provider_status()
     if as_json:
-        _emit([r.__dict__ for r in rows])
+        _emit([dataclasses.asdict(r) for r in rows])
         return
     from rich.table import Table
 
@@ -445,7 +365,7 @@ def policy_set(
 def policy_show(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
     """Show the placement policy."""
     with _open(passphrase_file) as v:
-        policy = v.repo.config.policy
+        policy = v.info().policy
     _report(as_json, formats.encode_json(policy), placement.describe(policy))
 
 
@@ -487,9 +407,8 @@ def keys_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> 
     """Key objects (one per passphrase), with their Argon2id parameters."""
     with _open(passphrase_file) as v:
         rows = v.key_objects()
-        current = v.key_name
-    data = [{"id": kid, "created": kf.created, "kdf": kf.kdf, "t": kf.t, "memory_kib": kf.m, "p": kf.p,
-             "current": current == f"keys/{kid}"} for kid, kf in rows]
+    data = [{"id": r.id, "created": r.created, "kdf": "argon2id", "t": r.t, "memory_kib": r.m, "p": r.p,
+             "current": r.current} for r in rows]
     if as_json:
         _emit(data)
         return
@@ -507,8 +426,9 @@ def keys_add(new_passphrase_file: NewPassOpt = None, passphrase_file: PassFileOp
              as_json: JsonOpt = False) -> None:
     """Add another passphrase that opens the vault."""
     with _open(passphrase_file) as v:
-        kid = v.add_key(_new_passphrase(new_passphrase_file), _kdf_from_env())
-    _report(as_json, {"id": kid}, f"Added key {kid[:12]}; the new passphrase opens this vault too.")
+        change = v.add_key(_new_passphrase(new_passphrase_file), _kdf_from_env())
+    _report(as_json, {"id": change.id, "missed": change.outcome.missed},
+            f"Added key {change.id[:12]}; the new passphrase opens this vault too." + _missed(change.outcome.missed))
 
 
 @keys_app.command("remove")
@@ -516,8 +436,11 @@ def keys_remove(key_id: Annotated[str, typer.Argument(help="Key id (or a unique 
                 passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a passphrase: its key object is deleted from every provider."""
     with _open(passphrase_file) as v:
-        v.remove_key(key_id)
-    _report(as_json, {"removed": key_id}, f"Removed key {key_id}.")
+        change = v.remove_key(key_id)
+    pending = (f" Providers {', '.join(change.pending)} were not reachable: their copy will be deleted when "
+               "they are back, and it is refused either way." if change.pending else "")
+    _report(as_json, {"removed": change.id, "pending": change.pending, "missed": change.outcome.missed},
+            f"Revoked key {change.id[:12]}: it no longer opens the vault." + pending + _missed(change.outcome.missed))
 
 
 @passphrase_app.command("change")
@@ -525,8 +448,9 @@ def passphrase_change(new_passphrase_file: NewPassOpt = None, passphrase_file: P
                       as_json: JsonOpt = False) -> None:
     """Change the passphrase: only key objects are rewritten, never data."""
     with _open(passphrase_file) as v:
-        kid = v.change_passphrase(_new_passphrase(new_passphrase_file), _kdf_from_env())
-    _report(as_json, {"id": kid}, "Passphrase changed; the old one no longer opens the vault.")
+        change = v.change_passphrase(_new_passphrase(new_passphrase_file), _kdf_from_env())
+    _report(as_json, {"id": change.id, "pending": change.pending, "missed": change.outcome.missed},
+            "Passphrase changed; the old one no longer opens the vault." + _missed(change.outcome.missed))
 
 
 @guardians_app.command("create")
@@ -541,15 +465,15 @@ def guardians_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Split the vault key into SLIP-39 shares for guardians; any THRESHOLD of them recover it."""
-    from . import guardians
+    from . import guardian_pages
 
     gpass = _passphrase(guardian_passphrase_file) if guardian_passphrase_file else ""
     with _open(passphrase_file) as v:
         mnemonics = v.guardian_shares(threshold, shares, gpass)
-        vid = v.repo.config.vault_id.hex()
+        vid = v.info().vault_id
     files: list[Path] = []
     if out_dir is not None:
-        files = guardians.write_share_files(mnemonics, out_dir, label or f"Freehold vault {vid[:12]}", threshold)
+        files = guardian_pages.write_share_files(mnemonics, out_dir, label or f"Freehold vault {vid[:12]}", threshold)
     if as_json:
         _emit({"threshold": threshold, "shares": mnemonics if out_dir is None else len(mnemonics),
                "files": [str(f) for f in files]})
@@ -589,19 +513,18 @@ def recover(
             except OSError as exc:
                 raise UsageError(f"cannot read share file {f}: {exc.strerror}") from None
         gpass = _passphrase(guardian_passphrase_file) if guardian_passphrase_file else ""
-        v = Vault.recover(from_, shares=words, share_passphrase=gpass)
+        v = Vault.recover(from_, shares=words, share_passphrase=gpass, new_passphrase=new_pass,
+                          kdf=_kdf_from_env())
     else:
         v = Vault.recover(from_, passphrase=_passphrase(passphrase_file))
     with v:
-        if new_pass is not None:
-            v.add_key(new_pass, _kdf_from_env())
         snaps = v.snapshots()
-        cfg = v.repo.config
+        info = v.info()
     if as_json:
-        _emit({"vault_id": cfg.vault_id.hex(), "providers": [p.id for p in cfg.providers], "snapshots": len(snaps),
+        _emit({"vault_id": info.vault_id, "providers": [p.id for p in info.providers], "snapshots": len(snaps),
                "home": str(v.home)})
         return
-    out.print(f"Recovered vault {cfg.vault_id.hex()[:12]} ({cfg.k}-of-{cfg.n}, {len(cfg.providers)} providers, "
+    out.print(f"Recovered vault {info.vault_id[:12]} ({info.k}-of-{info.n}, {len(info.providers)} providers, "
               f"{len(snaps)} snapshots) into {v.home}.")
     if share_file:
         out.print("Unlocked by guardian shares; the new passphrase now opens the vault.")
@@ -613,61 +536,12 @@ def version() -> None:
     out.print(__version__)
 
 
-def setup_logging() -> None:
-    logger = logging.getLogger("freehold")
-    if not any(isinstance(h, _OnceHandler) for h in logger.handlers):
-        logger.addHandler(_OnceHandler())
-    logger.propagate = False
-
-
-def tune_malloc() -> None:
-    """glibc settings for a pipeline whose threads pass 1-20 MiB buffers between them.
-
-    One arena: with an arena per thread glibc keeps freed buffers mapped in each (600 MiB
-    backup: 215 MiB peak RSS by default, 167 MiB with one arena). Buffers up to 32 MiB from
-    the heap, not fresh mmaps: freshly mapped pages fault and are zeroed on first touch, which
-    doubled the cost of filling a pack buffer here. Trimming above 32 MiB free keeps peak RSS
-    of a 1 GiB backup at about 200 MiB."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-8, 1)              # M_ARENA_MAX
-            libc.mallopt(-3, 32 * 1024 * 1024)   # M_MMAP_THRESHOLD (the maximum allowed)
-            libc.mallopt(-1, 32 * 1024 * 1024)   # M_TRIM_THRESHOLD
-        except (OSError, AttributeError):
-            pass
-
-
-def tune_gc() -> None:
-    """Fewer cyclic-GC passes for a short-lived command that allocates many long-lived objects
-    (index entries, tree nodes, the restore plan). With Python's default threshold of 700
-    allocations, a 20,000-file restore ran 305 collections for 65 ms; with 10,000 and the index
-    frozen after loading (``_open``), 73 for 19 ms. Cycles are still collected."""
-    gc.set_threshold(10_000, 10, 10)
-
-
-def _exit(code: int) -> NoReturn:
-    """Ends the process without tearing the interpreter down object by object (40 ms of every
-    command went to freeing a loaded index at exit). Everything a command writes is written,
-    fsynced where it must be, and closed before the command returns; only Python's own stream
-    buffers and log handlers are left to flush, and they are flushed here."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (freehold ... | head): nothing to tell
-            pass
-    os._exit(code)
-
-
 def main() -> None:
     """The ``freehold`` console command. Ends the process (``_exit``): call ``app`` to embed."""
     tune_malloc()
     tune_gc()
     setup_logging()
-    _exit(_run())
+    hard_exit(_run())
 
 
 def _run() -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .cli import BarProgress, setup_logging
+from .console import BarProgress, setup_logging
 from .errors import FreeholdError
 from .vault import ProviderSpec, Vault
 
@@ -115,7 +115,7 @@ def run(work: Path, big_mib: int, small: int) -> int:
         finally:
             prog.stop()
         dt = time.perf_counter() - t
-        rebuilt = v.repo.read_stats.fallback_reads
+        rebuilt = v.last_outcome.fallback_reads
     console.print(f"5. Restored {rst.files} files ({rst.size / 2**20:.0f} MiB) in {dt:.1f} s from the three "
                   f"remaining providers; {rebuilt} reads were rebuilt from parity shares.")
 

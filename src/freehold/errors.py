@@ -13,7 +13,9 @@ Storage errors are translated into these at the provider boundary.
     ├── NotEnoughShares (Integrity)    exit 6
     ├── GuardianShareError             exit 8   guardian (SLIP-39) shares that cannot recover a key
     ├── PolicyError                    exit 9   a placement policy the providers cannot satisfy
+    ├── ConflictError                  exit 10  another machine changed the vault at the same time
     └── ProviderError                  exit 7   base of the provider errors below
+        ├── QuorumError                         too few providers took a write (retryable)
         ├── ObjectNotFound                      (not retryable)
         ├── ProviderUnavailable                 (retryable)
         ├── ProviderPermission                  (not retryable)
@@ -69,9 +71,17 @@ class PolicyError(FreeholdError):
     exit_code = 9
 
 
+class ConflictError(FreeholdError):
+    exit_code = 10
+
+
 class ProviderError(FreeholdError):
     exit_code = 7
     retryable = False
+
+
+class QuorumError(ProviderError):
+    retryable = True
 
 
 class ObjectNotFound(ProviderError):

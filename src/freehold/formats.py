@@ -97,6 +97,7 @@ class ProviderEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     url: str
     jurisdiction: str = ""
     operator: str = ""
+    marker: str = ""                   # 1.1: hex token of the provider's identity marker object
 
 
 class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -121,6 +122,13 @@ class Config(msgspec.Struct, frozen=True, omit_defaults=True):
     providers: list[ProviderEntry]
     created: str = ""
     policy: Policy = Policy()
+    # Format 1.1 (additive; version-1 configs decode with these defaults):
+    generation: int = 0                # 1 + the generation of the config this one replaces
+    change: bytes = b""                # 16 random bytes naming this change
+    replaces: bytes = b""              # ``change`` of the config this one replaces
+    changed: str = ""                  # ISO 8601 UTC time of the change
+    keys: list[str] = []               # ids of the key objects that may open the vault ([]: any, v1)
+    revoked: list[str] = []            # ids of key objects revoked: refused wherever they reappear
 
 
 class KeyFile(msgspec.Struct, frozen=True):

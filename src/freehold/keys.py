@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from argon2.exceptions import HashingError
@@ -17,7 +18,25 @@ from argon2.low_level import ARGON2_VERSION, Type, core, error_to_str, ffi, lib
 
 from . import formats
 from .crypto import KEY_LEN, KIND_KEY, open_sealed, seal
-from .errors import IntegrityError, WrongPassphrase
+from .errors import IntegrityError, UsageError, WrongPassphrase
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most a key object may make an unlock cost (docs/design.md §13e)."""
+
+    t: int
+    m_kib: int
+    p: int
+    cost: int                     # t * m, KiB passes
+
+
+# A hostile provider can plant key objects, and each one tried costs its Argon2id parameters in
+# time and memory: key objects this machine does not know are held to STRICT (the default is
+# t=3, 64 MiB: cost 196,608); the key ids it knows (vault.json) to the wider limits format 1
+# documented, so that no key object a user made before stops opening.
+STRICT = Limits(t=10, m_kib=1024 * 1024, p=16, cost=4 * 1024 * 1024)
+FORMAT_1 = Limits(t=64, m_kib=4 * 1024 * 1024, p=64, cost=64 * 4 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,21 @@ def _stretch(passphrase: bytes, salt: bytes, params: KdfParams) -> bytes:
     return bytes(ffi.buffer(out, KEY_LEN))
 
 
+def passphrase_forms(passphrase: str) -> list[bytes]:
+    """The bytes to stretch for a passphrase: its NFC form (what new key objects use, so that
+    ``café`` typed precomposed or decomposed is one passphrase) and, when that differs, the
+    bytes as typed (what key objects written before normalisation used)."""
+    if not passphrase:
+        raise UsageError("the passphrase is empty")
+    nfc = unicodedata.normalize("NFC", passphrase).encode()
+    raw = passphrase.encode("utf-8", "surrogateescape")
+    return [nfc] if raw == nfc else [nfc, raw]
+
+
+def cost(kf: formats.KeyFile) -> int:
+    return kf.t * kf.m
+
+
 def new_master_secret() -> bytes:
     return secrets.token_bytes(KEY_LEN)
 
@@ -67,13 +101,16 @@ def wrap(master: bytes, passphrase: bytes, vault_id: bytes, params: KdfParams, c
                                           created=created))
 
 
-def read_keyfile(data: bytes) -> formats.KeyFile:
+def read_keyfile(data: bytes, limits: Limits = STRICT) -> formats.KeyFile:
     kf = formats.decode(data, formats.KeyFile, "key object")
     if kf.v != 1 or kf.kdf != "argon2id":
         raise IntegrityError(f"key object uses unsupported format v{kf.v}/{kf.kdf}")
     # Refuse parameters that would let a hostile provider make us burn unbounded memory or time.
-    if not (1 <= kf.t <= 64 and 8 <= kf.m <= 4 * 1024 * 1024 and 1 <= kf.p <= 64 and kf.m >= 8 * kf.p):
-        raise IntegrityError("key object has out-of-range Argon2 parameters")
+    if not (1 <= kf.t <= limits.t and 8 <= kf.m <= limits.m_kib and 1 <= kf.p <= limits.p and kf.m >= 8 * kf.p
+            and cost(kf) <= limits.cost):
+        raise IntegrityError(f"key object has out-of-range Argon2 parameters (t={kf.t}, m={kf.m} KiB, p={kf.p})")
+    if len(kf.salt) != 16 or len(kf.vault_id) != 16:
+        raise IntegrityError("key object is malformed (salt or vault id length)")
     return kf
 
 

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 
 from . import formats
 from .chunking import WHOLE_FILE, Chunker, Compressor
-from .crypto import KIND_DATA, KIND_TREE, seal
 from .errors import FreeholdError, UsageError
 from .formats import BLOB_DATA, BLOB_TREE, Node, PackEntry, PackRecord
 from .progress import NullProgress, Progress
-from .repository import Repository
+from .store import Operation
+from .store.packs import close_pack
 
 INDEX_EVERY = 32           # packs per index object: bounds the work a crash can lose
 SMALL_BLOB = 256 * 1024    # blobs below this are compressed in batches, larger ones one by one
@@ -74,13 +74,13 @@ class _PackStream:
         self.entries.append(PackEntry(id=blob_id, t=self.blob_type, o=self.size, l=len(env), s=size))
         self.parts.append(env)
         self.size += len(env)
-        if self.size >= self.owner.repo.config.pack_size:
+        if self.size >= self.owner.config.pack_size:
             self.flush()
 
     def flush(self) -> None:
         if not self.entries:
             return
-        self.parts.append(Repository.pack_trailer(self.owner.repo.keys, self.entries))
+        close_pack(self.owner.keys, self.parts, self.entries)
         self.owner.submit_pack(self.parts, self.entries)
         self.parts = []
         self.size = 0
@@ -88,11 +88,13 @@ class _PackStream:
 
 
 class Backup:
-    def __init__(self, repo: Repository, progress: Progress | None = None, workers: int = 2) -> None:
-        self.repo = repo
-        self.keys = repo.keys
+    def __init__(self, op: Operation, progress: Progress | None = None, workers: int = 2) -> None:
+        self.op = op
+        self.config = op.config
+        self.keys = op.store.keys
+        self.index = op.index
         self.progress = progress or NullProgress()
-        cfg = repo.config.chunker
+        cfg = op.config.chunker
         self.chunker = Chunker(self.keys.chunker_seed, cfg.min, cfg.avg, cfg.max)
         self.stats = BackupStats()
         self._pending: set[bytes] = set()
@@ -128,12 +130,12 @@ class Backup:
         return self._seal_data(blob_id, *self._compressor().encode(data))
 
     def _seal_data(self, blob_id: bytes, encoding: int, body: bytes | memoryview) -> bytearray:
-        return seal(self.keys.blob_key(blob_id), KIND_DATA, blob_id, body, encoding)
+        return self.op.codec.seal(blob_id, BLOB_DATA, body, encoding)
 
     def _add_data(self, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
         if blob_id is None:
             blob_id = self.keys.blob_id(data)
-        if blob_id not in self.repo.blobs and blob_id not in self._pending:
+        if blob_id not in self.index and blob_id not in self._pending:
             self._pending.add(blob_id)
             self.stats.new_blobs += 1
             self.stats.new_bytes += len(data)
@@ -174,9 +176,9 @@ class Backup:
     def _add_tree(self, tree: formats.Tree) -> bytes:
         plain = formats.encode(tree)
         blob_id = self.keys.blob_id(plain)
-        if blob_id not in self.repo.blobs and blob_id not in self._pending:
+        if blob_id not in self.index and blob_id not in self._pending:
             self._pending.add(blob_id)
-            env = seal(self.keys.blob_key(blob_id), KIND_TREE, blob_id, plain)
+            env = self.op.codec.seal(blob_id, BLOB_TREE, plain)
             self._trees.add(blob_id, env, len(plain))
         return blob_id
 
@@ -191,9 +193,9 @@ class Backup:
     def _write_pack(self, parts: list[bytes | bytearray], entries: list[PackEntry]) -> PackRecord:
         try:
             whole = b"".join(parts) if entries[0].t == BLOB_TREE else None  # tree packs are cached
-            rec = self.repo.write_pack(parts, entries)
+            rec = self.op.packs.write(parts, entries)
             if whole is not None:
-                self.repo.cache_pack(rec.id, whole)
+                self.op.trees.cache_pack(rec.id, whole)
             return rec
         finally:
             self._pack_slots.release()
@@ -207,9 +209,7 @@ class Backup:
 
     def _write_index(self) -> None:
         if self._done:
-            self.repo.write_index(self._done)
-            for rec in self._done:
-                self.repo.add_pack(rec)
+            self.op.write_index(self._done)
             self._done = []
 
     def _finish_data(self) -> None:
@@ -236,7 +236,7 @@ class Backup:
                    prefetched: Future[bytes] | None = None) -> Node | None:
         mode = stat.S_IMODE(st.st_mode)
         if (old is not None and _unchanged(old, st) and old.mode == mode
-                and all(c in self.repo.blobs for c in old.content)):
+                and all(c in self.index for c in old.content)):
             self.stats.unchanged_files += 1
             self.progress.advance(st.st_size)
             return old  # every field it records is as it was: the same node serves the new tree
@@ -360,7 +360,7 @@ class Backup:
         if tree_id is None:
             return {}
         try:
-            return {n.name: n for n in self.repo.load_tree(tree_id).nodes}
+            return {n.name: n for n in self.op.trees.load(tree_id).nodes}
         except FreeholdError:
             return {}  # the files cache is an optimisation; read everything instead
 
@@ -398,7 +398,7 @@ class Backup:
             size=self.stats.size, files=self.stats.files, dirs=self.stats.dirs,
             parent=bytes.fromhex(parent[0]) if parent else None, tags=tags or [],
             skipped=self.stats.skipped)
-        return self.repo.write_snapshot(snap), snap
+        return self.op.write_snapshot(snap), snap
 
 
 def _unchanged(old: Node | None, st: os.stat_result) -> bool:

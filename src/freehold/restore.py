@@ -20,7 +20,7 @@ from . import filewriter, formats
 from .errors import FreeholdError, UsageError
 from .formats import Node
 from .progress import NullProgress, Progress
-from .repository import Repository
+from .store import Operation
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +46,6 @@ class RestoreStats:
     size: int = 0
 
 
-def find_node(repo: Repository, snap: formats.Snapshot, path: str) -> Node | None:
-    """The node at a '/'-separated path below the snapshot root; None for the root itself."""
-    parts = [p for p in path.strip("/").split("/") if p and p != "."]
-    if not parts:
-        return None
-    tree = repo.load_tree(snap.tree)
-    node: Node | None = None
-    for i, part in enumerate(parts):
-        found = [n for n in tree.nodes if n.name == os.fsencode(part)]
-        if not found:
-            raise UsageError(f"{path!r} is not in this snapshot")
-        node = found[0]
-        if i < len(parts) - 1:
-            if node.type != "dir" or node.subtree is None:
-                raise UsageError(f"{path!r} is not in this snapshot")
-            tree = repo.load_tree(node.subtree)
-    return node
-
-
-def walk(repo: Repository, tree_id: bytes, prefix: str = "") -> Iterator[tuple[str, Node]]:
-    """Every node below a tree, depth first, with its '/'-joined path."""
-    for node in repo.load_tree(tree_id).nodes:
-        path = f"{prefix}{os.fsdecode(node.name)}"
-        yield path, node
-        if node.type == "dir" and node.subtree is not None:
-            yield from walk(repo, node.subtree, path + "/")
-
-
 class Restore:
     """Writes a snapshot's files below a target directory.
 
@@ -82,8 +54,8 @@ class Restore:
     files that span batches, and larger ones, are written here in order as their blobs arrive.
     """
 
-    def __init__(self, repo: Repository, progress: Progress | None = None) -> None:
-        self.repo = repo
+    def __init__(self, op: Operation, progress: Progress | None = None) -> None:
+        self.op = op
         self.progress = progress or NullProgress()
         self.stats = RestoreStats()
         self._files: list[tuple[str, Node]] = []
@@ -97,7 +69,7 @@ class Restore:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create restore target {target}: {exc.strerror}") from None
-        node = find_node(self.repo, snap, include) if include else None
+        node = self.op.trees.find(snap.tree, include) if include else None
         if node is None:
             self._plan_tree(snap.tree, os.fspath(target))
         else:
@@ -133,7 +105,7 @@ class Restore:
             self._links.append((dest, node))
 
     def _plan_tree(self, tree_id: bytes, dest: str) -> None:
-        for node in self.repo.load_tree(tree_id).nodes:
+        for node in self.op.trees.load(tree_id).nodes:
             name = os.fsdecode(node.name)
             if name in ("", ".", "..") or "/" in name:
                 raise UsageError(f"snapshot holds an unsafe file name {name!r}; refusing to restore it")
@@ -147,7 +119,7 @@ class Restore:
         for i, (_, node) in enumerate(self._files):
             for blob_id in node.content:
                 batch.append((i, blob_id))
-                loc = self.repo.blobs.get(blob_id)
+                loc = self.op.index.lookup(blob_id)
                 size += loc.entry.s if loc else 0
                 if size >= BATCH_BYTES or len(batch) >= BATCH_BLOBS:
                     yield batch, size
@@ -186,7 +158,7 @@ class Restore:
                 while upcoming is not None and (
                         not ahead or sum(n for _, n, _ in ahead) + upcoming[1] <= PREFETCH_BYTES):
                     batch, n = upcoming
-                    ahead.append((batch, n, pre.submit(self.repo.read_blobs, [b for _, b in batch])))
+                    ahead.append((batch, n, pre.submit(self.op.reader.read_blobs, [b for _, b in batch])))
                     upcoming = next(batches, None)
 
             try:

@@ -1,160 +1,278 @@
-"""The Vault: Freehold's one front door. The CLI (and later the web app) use nothing else.
+"""The Vault: Freehold's one front door. The CLI, the demo (and later the web app) use nothing else.
 
-Local state lives in ``$FREEHOLD_HOME`` (default ``~/.freehold``):
-``vault.json`` (vault id and provider list: addresses, never credentials or keys)
-and ``cache/`` (sealed copies of index, snapshot and tree objects; disposable).
+Every operation runs over a fresh ``Session`` (who is down or slow, what was read, which
+replicas missed a write): a Vault used for a hundred calls behaves like a hundred processes.
+What the last operation found about the providers is ``last_outcome``.
+
+Local state lives in ``$FREEHOLD_HOME`` (default ``~/.freehold``): ``vault.json`` (see
+``state``) and ``cache/`` (sealed copies of metadata and tree packs; disposable).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from . import erasure, formats, keys, placement
+from . import erasure, formats, keys, placement, state
+from .api import BackupResult, CheckReport, KeyChange, KeyInfo, Outcome, ProviderStatus, VaultInfo
+from .assembly import (
+    ProviderSpec,
+    Wrap,
+    adopt_providers,
+    cache_dir,
+    change_quorum,
+    check_fresh,
+    check_jurisdiction,
+    check_name,
+    copy_metadata,
+    drop_unlisted,
+    open_one,
+    place_markers,
+    refuse_overlaps,
+    unlock,
+    utc_now,
+)
+from .checker import Checker
 from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
-from .crypto import VaultKeys
+from .crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
 from .errors import (
     FreeholdError,
     GuardianShareError,
     IntegrityError,
-    NotEnoughShares,
-    ObjectNotFound,
-    ProviderError,
+    QuorumError,
     UsageError,
-    VaultNotFound,
     WrongPassphrase,
 )
-from .pipeline import Backup, BackupStats
+from .pipeline import Backup
 from .progress import Progress
-from .providers import Provider, open_provider
-from .repository import CONFIG_NAME, KEYS_PREFIX, SNAPSHOT_PREFIX, Problem, Repository
-from .restore import Restore, RestoreStats, find_node, walk
+from .providers import Provider
+from .restore import Restore, RestoreStats
+from .store import Operation, Session, Store
+from .store.cache import LocalCache
+from .store.configs import CONFIG_NAME, ConfigStore, seal_config
+from .store.keystore import KEYS_PREFIX
+from .store.metadata import INDEX_PREFIX, SNAPSHOT_PREFIX
 
 PACK_SIZE = 16 * 1024 * 1024
-STATE_FILE = "vault.json"
+STATE_FILE = state.STATE_FILE
+
 
 
 def default_home() -> Path:
     return Path(os.environ.get("FREEHOLD_HOME") or Path.home() / ".freehold")
 
 
-@dataclass
-class ProviderSpec:
-    url: str
-    jurisdiction: str = ""
-    operator: str = ""
-    name: str = ""
-
-
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
-
-
-def _check_name(name: str) -> None:
-    if not _NAME_OK.match(name):
-        raise UsageError(f"provider name {name!r}: use 1-40 letters, digits, '.', '_' or '-'")
-
-
-def _check_jurisdiction(code: str) -> str:
-    code = code.strip().upper()
-    if code and not re.fullmatch(r"[A-Z]{2}", code):
-        raise UsageError(f"jurisdiction {code!r}: use an ISO 3166 alpha-2 country code such as DE")
-    return code
-
-
-@dataclass
-class ProviderStatus:
-    id: str
-    url: str
-    jurisdiction: str
-    operator: str
-    healthy: bool
-    error: str = ""
-    shares: int = 0
-    bytes: int = 0
-
-
-@dataclass
-class CheckReport:
-    problems: list[Problem] = field(default_factory=list)
-    packs: int = 0
-    shares: int = 0
-    snapshots: int = 0
-
-    @property
-    def healthy(self) -> bool:
-        return not self.problems
-
-
 class Vault:
-    def __init__(self, home: Path, repo: Repository, master: bytes | None = None,
-                 key_name: str | None = None) -> None:
+    def __init__(self, home: Path, store: Store, master: bytes | None, key_id: str | None,
+                 on_disk: state.LocalState | None, hedge_after: float = 2.0) -> None:
         self.home = home
-        self.repo = repo
+        self._store = store
         self._master = master          # kept in memory only, for key and guardian operations
-        self.key_name = key_name       # the key object that opened this session, if any
+        self.key_id = key_id           # the key object that opened this session, if any
+        self._on_disk = on_disk        # vault.json as last read or written (None: not yet written)
+        self.hedge_after = hedge_after
+        self.last_outcome = Outcome()
+
+    # ------------------------------------------------------------------ operations' sessions
+
+    def _op(self, degraded: bool = False) -> Operation:
+        return self._store.operation(Session(degraded=degraded, hedge_after=self.hedge_after))
+
+    def _finish(self, op: Operation) -> Outcome:
+        self.last_outcome = _outcome(op.session)
+        return self.last_outcome
+
+    def sync_state(self, **changes: Any) -> None:
+        """Bring vault.json up to date (written only when something changed)."""
+        local = state.LocalState.from_config(self._store.config, self._on_disk)
+        if self.key_id and self.key_id not in local.key_ids:
+            local.key_ids = [*local.key_ids, self.key_id][-8:]
+        for k, v in changes.items():
+            setattr(local, k, v)
+        if local != self._on_disk:
+            state.write(self.home, local)
+            self._on_disk = local
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
     def init(cls, specs: list[ProviderSpec], k: int, n: int, passphrase: str,
              home: Path | None = None, kdf: keys.KdfParams | None = None,
-             policy: formats.Policy | None = None) -> Vault:
+             policy: formats.Policy | None = None, wrap: Wrap | None = None) -> Vault:
         home = home or default_home()
         policy = policy or formats.Policy()
         erasure.check_params(k, n)
         if len(specs) < n:
             raise UsageError(f"{n} shares need at least {n} providers; {len(specs)} given")
-        if len({s.url for s in specs}) != len(specs):
-            raise UsageError("the same provider is given twice")
         names = [s.name or f"p{i + 1}" for i, s in enumerate(specs)]
         for name in names:
-            _check_name(name)
+            check_name(name)
         if len(set(names)) != len(names):
             raise UsageError("two providers have the same name")
-        if (home / STATE_FILE).exists():
+        if state.exists(home):
             raise UsageError(f"{home} already holds a vault (set FREEHOLD_HOME to use another)")
-        if not passphrase:
-            raise UsageError("the passphrase must not be empty")
+        form = keys.passphrase_forms(passphrase)[0]
         providers: dict[str, Provider] = {}
-        entries = []
         for pid, spec in zip(names, specs, strict=True):
-            prov = open_provider(spec.url, jurisdiction=spec.jurisdiction, operator=spec.operator)
-            providers[pid] = prov
-            entries.append(formats.ProviderEntry(id=pid, url=prov.info.url,
-                                                 jurisdiction=_check_jurisdiction(spec.jurisdiction),
-                                                 operator=spec.operator))
+            providers[pid] = open_one(pid, spec.url, spec.jurisdiction, spec.operator, wrap)
+        refuse_overlaps(providers)
+        entries = [formats.ProviderEntry(id=pid, url=prov.info.url,
+                                         jurisdiction=check_jurisdiction(spec.jurisdiction),
+                                         operator=spec.operator, marker=secrets.token_hex(16))
+                   for (pid, prov), spec in zip(providers.items(), specs, strict=True)]
         # The policy is checked before anything is written anywhere.
         placement.check(entries, n, policy)
         for pid, prov in providers.items():
-            _check_fresh(pid, prov)
-        now = datetime.now(UTC).isoformat(timespec="seconds")
+            check_fresh(pid, prov)
+        place_markers(providers, entries)
+        created = utc_now()
         vault_id = secrets.token_bytes(16)
-        config = formats.Config(v=formats.FORMAT_VERSION, vault_id=vault_id, k=k, n=n,
-                                chunker=formats.Chunker(MIN_SIZE, AVG_SIZE, MAX_SIZE),
-                                pack_size=PACK_SIZE, providers=entries, created=now, policy=policy)
         master = keys.new_master_secret()
         vkeys = VaultKeys.derive(master)
-        keyfile = keys.wrap(master, passphrase.encode(), vault_id, kdf or keys.KdfParams(), now)
-        repo = Repository(config, vkeys, providers, cls._cache_dir(home, vault_id))
-        # Key objects first, then the config that needs them: a half-made vault is never mistaken
-        # for a working one because `config` is what marks a provider as holding a vault.
-        key_name = KEYS_PREFIX + secrets.token_hex(16)
-        repo._put_everywhere(key_name, keyfile)
-        repo._put_everywhere(CONFIG_NAME, Repository.seal_config(vkeys, config))
-        home.mkdir(parents=True, exist_ok=True)
-        _write_state(home, config)
-        return cls(home, repo, master, key_name)
+        kid = secrets.token_hex(16)
+        keyfile = keys.wrap(master, form, vault_id, kdf or keys.KdfParams(), created)
+        config = formats.Config(v=formats.FORMAT_VERSION, vault_id=vault_id, k=k, n=n,
+                                chunker=formats.Chunker(MIN_SIZE, AVG_SIZE, MAX_SIZE),
+                                pack_size=PACK_SIZE, providers=entries, created=created, policy=policy,
+                                generation=1, change=secrets.token_bytes(16), changed=created, keys=[kid])
+        store = Store(providers, cache_dir(home, vault_id))
+        store.attach(config, vkeys)
+        op = store.operation()
+        try:
+            # Key objects first, then the config that needs them: `config` is what marks a
+            # provider as holding a vault, so a half-made vault is never mistaken for one.
+            everyone = len(providers)
+            op.replicas.put_all(KEYS_PREFIX + kid, keyfile, quorum=everyone)
+            op.replicas.put_all(CONFIG_NAME, seal_config(vkeys, config), quorum=everyone)
+        except BaseException:
+            store.close()
+            raise
+        local = state.LocalState.from_config(config)
+        local.key_ids = [kid]
+        state.write(home, local, required=True)
+        return cls(home, store, master, kid, local)
+
+    @classmethod
+    def open(cls, passphrase: str, home: Path | None = None, *, wrap: Wrap | None = None,
+             hedge_after: float = 2.0) -> Vault:
+        home = home or default_home()
+        local = state.read(home)
+        providers = {p["id"]: open_one(p["id"], p["url"], p.get("jurisdiction", ""), p.get("operator", ""), wrap)
+                     for p in local.providers}
+        vault = cls._unlock_and_assemble(home, providers, bytes.fromhex(local.vault_id), local,
+                                         passphrase=passphrase, wrap=wrap, hedge_after=hedge_after)
+        vault.sync_state()
+        return vault
+
+    @classmethod
+    def _unlock_and_assemble(cls, home: Path, providers: dict[str, Provider], vault_id: bytes | None,
+                             local: state.LocalState | None, *, passphrase: str | None = None,
+                             master: bytes | None = None, wrap: Wrap | None = None,
+                             hedge_after: float = 2.0) -> Vault:
+        """From some of the vault's providers and a passphrase (or a master secret) to an open
+        vault. The newest config names every other provider; its providers are asked again
+        until the newest config they hold names no provider not yet asked."""
+        store = Store(dict(providers), cache_dir(home, vault_id) if vault_id else None)
+        session = Session(hedge_after=hedge_after)
+        try:
+            replicas = store.replicas(session)
+            if passphrase is not None:
+                unlocked, read = unlock(replicas, store, passphrase, vault_id, local)
+                master, kid = unlocked.master, unlocked.key_id
+            else:
+                assert master is not None
+                kid = None
+                read = ConfigStore(replicas, VaultKeys.derive(master), store.cache).load(vault_id=vault_id)
+            vkeys = VaultKeys.derive(master)
+            config = read.config
+            seen = local.config_generation if local else 0
+            for _ in range(4):  # follow the provider list of the newest config
+                added = adopt_providers(store, config, wrap)
+                if not added:
+                    break
+                read = ConfigStore(store.replicas(session), vkeys, store.cache).load(seen_generation=seen,
+                                                                                     vault_id=config.vault_id)
+                config = read.config
+            drop_unlisted(store, config)
+            store.cache = LocalCache(cache_dir(home, config.vault_id))
+            store.attach(config, vkeys)
+            if kid is not None and (kid in config.revoked or (config.keys and kid not in config.keys)):
+                raise WrongPassphrase("this passphrase was revoked (see 'freehold keys list')")
+            op = store.operation(session)
+            op.configs.heal(read)
+            op.load_index()
+        except BaseException:
+            store.close()
+            raise
+        vault = cls(home, store, master, kid, local, hedge_after)
+        vault.last_outcome = _outcome(session)
+        return vault
+
+    @classmethod
+    def recover(cls, urls: list[str], *, passphrase: str | None = None, shares: list[str] | None = None,
+                share_passphrase: str = "", new_passphrase: str | None = None, home: Path | None = None,
+                wrap: Wrap | None = None, kdf: keys.KdfParams | None = None) -> Vault:
+        """Rebuild the local configuration on a fresh machine from any of the vault's providers,
+        unlocked by a passphrase or by a threshold of guardian shares (then ``new_passphrase``
+        becomes a new key). Nothing is written locally unless recovery succeeds."""
+        home = home or default_home()
+        if state.exists(home):
+            raise UsageError(f"{home} already holds a vault configuration; recover into an empty "
+                             "FREEHOLD_HOME")
+        if (passphrase is None) == (shares is None):
+            raise UsageError("recover with a passphrase or with guardian shares (one of the two)")
+        if not urls:
+            raise UsageError("name at least one provider to recover from (--from URL)")
+        providers = {f"from{i}": open_one(f"from{i}", u, "", "", wrap) for i, u in enumerate(urls)}
+        if passphrase is not None:
+            vault = cls._unlock_and_assemble(home, providers, None, None, passphrase=passphrase, wrap=wrap)
+        else:
+            from . import guardians  # only recovery by shares needs SLIP-39
+
+            master = guardians.combine(shares or [], share_passphrase.encode())
+            if len(master) != 32:
+                raise GuardianShareError(f"these guardian shares hold a {len(master) * 8}-bit secret; a Freehold "
+                                         "vault key has 256 bits: they belong to something else")
+            try:
+                vault = cls._unlock_and_assemble(home, providers, None, None, master=master, wrap=wrap)
+            except IntegrityError:
+                raise GuardianShareError(
+                    "these guardian shares do not open the vault on the given provider(s): they belong to "
+                    "another vault, or the guardians' passphrase is wrong") from None
+        try:
+            if new_passphrase is not None:
+                change = vault.add_key(new_passphrase, kdf)
+                vault.key_id = change.id
+            vault.sync_state(key_ids=[k for k in [vault.key_id] if k])
+        except BaseException:
+            vault.close()
+            shutil.rmtree(home / "cache", ignore_errors=True)
+            raise
+        return vault
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ what it is
+
+    def info(self) -> VaultInfo:
+        c = self._store.config
+        return VaultInfo(c.vault_id.hex(), c.k, c.n, list(c.providers), c.policy, c.generation)
+
+    def packs(self) -> list[formats.PackRecord]:
+        return self._store.index.packs()
 
     # ------------------------------------------------------------------ keys and guardians
 
@@ -163,204 +281,172 @@ class Vault:
             raise UsageError("this vault session holds no master secret")
         return self._master
 
-    def key_objects(self) -> list[tuple[str, formats.KeyFile]]:
+    def key_objects(self) -> list[KeyInfo]:
+        op = self._op()
+        cfg = self._store.config
         out = []
-        for name in sorted(self.repo._list_union(KEYS_PREFIX)):
-            try:
-                kf = keys.read_keyfile(self.repo._get_any(name, lambda d: d))
-            except FreeholdError:
+        for kid in op.keystore.ids():
+            if kid in cfg.revoked or (cfg.keys and kid not in cfg.keys):
                 continue
-            if kf.vault_id == self.repo.config.vault_id:
-                out.append((name[len(KEYS_PREFIX):], kf))
+            vs = op.keystore.versions(kid, cfg.vault_id)
+            if vs:
+                kf = vs[0]
+                out.append(KeyInfo(kid, kf.created, kf.t, kf.m, kf.p, kid == self.key_id, bool(cfg.keys)))
+        self._finish(op)
         return out
 
-    def add_key(self, passphrase: str, kdf: keys.KdfParams | None = None) -> str:
-        """Another passphrase for the vault: a new key object on every provider; no data rewritten."""
-        if not passphrase:
-            raise UsageError("the passphrase must not be empty")
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        kid = secrets.token_hex(16)
-        blob = keys.wrap(self._require_master(), passphrase.encode(), self.repo.config.vault_id,
-                         kdf or keys.KdfParams(), now)
-        self.repo._put_everywhere(KEYS_PREFIX + kid, blob)
-        return kid
+    def _change_config(self, op: Operation, mutate: Callable[[formats.Config], formats.Config]) -> list[str]:
+        new, missed = op.configs.change(self._store.config, mutate)
+        self._store.config = new
+        self.sync_state()
+        return missed
 
-    def remove_key(self, kid: str) -> None:
-        """Revoke a key object everywhere. The last remaining key cannot be removed."""
-        ids = [k for k, _ in self.key_objects()]
+    def _listed_keys(self, op: Operation, cfg: formats.Config) -> list[str]:
+        """The config's key list; for a version-1 config (no list), every key object of this
+        vault now on the providers (the first change records them)."""
+        if cfg.keys:
+            return list(cfg.keys)
+        return [kid for kid in op.keystore.ids() if kid not in cfg.revoked
+                and op.keystore.versions(kid, cfg.vault_id)]
+
+    def add_key(self, passphrase: str, kdf: keys.KdfParams | None = None) -> KeyChange:
+        """Another passphrase for the vault: a key object on a quorum of providers, then a config
+        change naming it. No data rewritten. On failure nothing remains."""
+        master = self._require_master()
+        op = self._op()
+        cfg = self._store.config
+        kid, _ = op.keystore.add(master, passphrase, cfg.vault_id, kdf or keys.KdfParams(), utc_now(),
+                                 quorum=change_quorum(cfg))
+        listed = self._listed_keys(op, cfg)
+        try:
+            self._change_config(op, lambda c: msgspec.structs.replace(c, keys=sorted({*listed, kid})))
+        except BaseException:
+            op.keystore.delete(kid)
+            raise
+        return KeyChange(kid, self._finish(op))
+
+    def remove_key(self, kid: str) -> KeyChange:
+        """Revoke a key object: the config records it as revoked (so it is refused wherever it
+        reappears), then it is deleted everywhere reachable; providers that were not reachable
+        delete it when healed. The last key cannot be removed."""
+        op = self._op()
+        cfg = self._store.config
+        ids = self._listed_keys(op, cfg)
         matches = [k for k in ids if k.startswith(kid)] if kid else []
         if len(matches) != 1:
             raise UsageError(f"no single key matches {kid!r} (see 'freehold keys list')")
         if len(ids) == 1:
             raise UsageError("refusing to remove the vault's last key: add another first")
-        for pid, prov in self.repo.providers.items():
-            try:
-                prov.delete(KEYS_PREFIX + matches[0])
-            except ProviderError as exc:
-                raise type(exc)(f"provider {pid}: {exc}; the key is still valid there, retry") from None
-        if self.key_name == KEYS_PREFIX + matches[0]:
-            self.key_name = None
+        gone = matches[0]
+        self._change_config(op, lambda c: msgspec.structs.replace(
+            c, keys=sorted(set(ids) - {gone}), revoked=sorted({*c.revoked, gone})))
+        _, pending = op.keystore.delete(gone)
+        if self.key_id == gone:
+            self.key_id = None
+        return KeyChange(gone, self._finish(op), pending=pending)
 
-    def change_passphrase(self, new: str, kdf: keys.KdfParams | None = None) -> str:
-        """Replace the key object this session was opened with by one for the new passphrase."""
-        old = self.key_name
-        kid = self.add_key(new, kdf)
-        if old is not None:
-            self.remove_key(old[len(KEYS_PREFIX):])
-        self.key_name = KEYS_PREFIX + kid
-        return kid
+    def change_passphrase(self, new: str, kdf: keys.KdfParams | None = None) -> KeyChange:
+        """Replace the key object this session was opened with by one for the new passphrase,
+        in one config change: both passphrases never stay valid after a reported failure."""
+        master = self._require_master()
+        old = self.key_id
+        op = self._op()
+        cfg = self._store.config
+        kid, _ = op.keystore.add(master, new, cfg.vault_id, kdf or keys.KdfParams(), utc_now(),
+                                 quorum=change_quorum(cfg))
+        listed = self._listed_keys(op, cfg)
+        revoke = {old} if old else set()
+        try:
+            self._change_config(op, lambda c: msgspec.structs.replace(
+                c, keys=sorted((set(listed) - revoke) | {kid}), revoked=sorted(set(c.revoked) | revoke)))
+        except BaseException:
+            op.keystore.delete(kid)
+            raise
+        pending: list[str] = []
+        if old:
+            _, pending = op.keystore.delete(old)
+        self.key_id = kid
+        self.sync_state(key_ids=[kid])
+        return KeyChange(kid, self._finish(op), pending=pending)
 
     def guardian_shares(self, threshold: int, count: int, passphrase: str = "") -> list[str]:
         """SLIP-39 shares of the master secret: any ``threshold`` of them recover the vault."""
         from . import guardians
 
+        if threshold < 2:
+            raise UsageError("a threshold of 1 makes every share alone a key to the vault; use 2 or more")
         return guardians.split(self._require_master(), threshold, count, passphrase.encode())
 
     # ------------------------------------------------------------------ providers and policy
 
-    def _update_config(self, config: formats.Config) -> None:
-        """Replace the sealed config on every provider (it is the one mutable object)."""
-        self.repo.config = config
-        self.repo._put_everywhere(CONFIG_NAME, Repository.seal_config(self.repo.keys, config))
-        _write_state(self.home, config)
-
-    def add_provider(self, spec: ProviderSpec) -> formats.ProviderEntry:
+    def add_provider(self, spec: ProviderSpec, wrap: Wrap | None = None) -> formats.ProviderEntry:
         """Add a provider: it receives copies of every replicated object (keys, index,
-        snapshots), then the new config naming it goes to every provider."""
-        cfg = self.repo.config
+        snapshots) and its identity marker, then a config change names it."""
+        cfg = self._store.config
         name = spec.name or f"p{len(cfg.providers) + 1}"
-        _check_name(name)
+        check_name(name)
         if any(p.id == name for p in cfg.providers):
             raise UsageError(f"a provider named {name!r} already exists")
-        prov = open_provider(spec.url, jurisdiction=spec.jurisdiction, operator=spec.operator)
-        if any(p.url == prov.info.url for p in cfg.providers):
-            raise UsageError(f"{prov.info.url} is already a provider of this vault")
-        _check_fresh(name, prov)
-        entry = formats.ProviderEntry(id=name, url=prov.info.url,
-                                      jurisdiction=_check_jurisdiction(spec.jurisdiction),
-                                      operator=spec.operator)
-        self.repo.replicate_metadata_to(prov, keys.read_keyfile)
-        self.repo.providers[name] = prov
-        self._update_config(msgspec.structs.replace(cfg, providers=[*cfg.providers, entry]))
+        prov = open_one(name, spec.url, spec.jurisdiction, spec.operator, wrap)
+        refuse_overlaps({**self._store.providers, name: prov})
+        check_fresh(name, prov)
+        entry = formats.ProviderEntry(id=name, url=prov.info.url, jurisdiction=check_jurisdiction(spec.jurisdiction),
+                                      operator=spec.operator, marker=secrets.token_hex(16))
+        place_markers({**self._store.providers, name: prov}, [*cfg.providers, entry])
+        op = self._op()
+        copy_metadata(op, prov, name)
+        self._store.providers[name] = prov
+        try:
+            self._change_config(op, lambda c: msgspec.structs.replace(c, providers=[*c.providers, entry]))
+        except BaseException:
+            del self._store.providers[name]
+            raise
+        self._finish(op)
         return entry
 
     def provider_status(self) -> list[ProviderStatus]:
         held: dict[str, tuple[int, int]] = {}
-        for rec in self.repo.packs.values():
+        for rec in self._store.index.packs():
             for share in rec.shares:
                 if share is not None:
                     c, b = held.get(share.p, (0, 0))
                     held[share.p] = (c + 1, b + share.z)
-
-        def one(entry: formats.ProviderEntry) -> ProviderStatus:
+        op = self._op()
+        got = op.replicas.gather(lambda p: p.head(CONFIG_NAME), pids=list(self._store.providers))
+        out = []
+        for entry in self._store.config.providers:
             st = ProviderStatus(entry.id, entry.url, entry.jurisdiction, entry.operator, True,
                                 shares=held.get(entry.id, (0, 0))[0], bytes=held.get(entry.id, (0, 0))[1])
-            try:
-                if self.repo.providers[entry.id].head(CONFIG_NAME) is None:
-                    st.healthy, st.error = False, "config object missing"
-            except ProviderError as exc:
-                st.healthy, st.error = False, str(exc)
-            return st
-
-        with ThreadPoolExecutor(8) as pool:
-            return list(pool.map(one, self.repo.config.providers))
+            r = got.get(entry.id)
+            if isinstance(r, FreeholdError):
+                st.healthy, st.error = False, str(r)
+            elif r is None:
+                st.healthy, st.error = False, "config object missing"
+            out.append(st)
+        self._finish(op)
+        return out
 
     def set_policy(self, policy: formats.Policy) -> int:
         """Make ``policy`` the vault's placement policy. Refused (PolicyError, saying which rule
         fails) when the providers cannot satisfy it. Returns how many existing packs it would
         place differently (they stay where they are until repaired or rebalanced)."""
-        cfg = self.repo.config
+        cfg = self._store.config
         placement.check(cfg.providers, cfg.n, policy)
-        self._update_config(msgspec.structs.replace(cfg, policy=policy))
+        op = self._op()
+        self._change_config(op, lambda c: msgspec.structs.replace(c, policy=policy))
+        self._finish(op)
         allowed = {p.id: p for p in placement.eligible(cfg.providers, policy)}
 
         def fits(rec: formats.PackRecord) -> bool:
             where = [allowed.get(s.p) for s in rec.shares if s is not None]
             return None not in where and placement.satisfies(where, policy)  # type: ignore[arg-type]
 
-        return sum(not fits(rec) for rec in self.repo.packs.values())
+        return sum(not fits(rec) for rec in self._store.index.packs())
 
-    @staticmethod
-    def _cache_dir(home: Path, vault_id: bytes) -> Path:
-        return home / "cache" / vault_id.hex()
+    # ------------------------------------------------------------------ data
 
-    @classmethod
-    def open(cls, passphrase: str, home: Path | None = None) -> Vault:
-        home = home or default_home()
-        state = _read_state(home)
-        specs = state.get("providers", [])
-        providers: dict[str, Provider] = {
-            p["id"]: open_provider(p["url"], jurisdiction=p.get("jurisdiction", ""),
-                                   operator=p.get("operator", ""))
-            for p in specs
-        }
-        master, key_name, _ = _unlock(providers, passphrase.encode(), bytes.fromhex(state["vault_id"]))
-        return cls._assemble(home, providers, master, key_name, bytes.fromhex(state["vault_id"]))
-
-    @classmethod
-    def _assemble(cls, home: Path, providers: dict[str, Provider], master: bytes, key_name: str | None,
-                  vault_id: bytes | None) -> Vault:
-        """From a master secret and some of the vault's providers to an open vault: the sealed
-        config (the source of truth for the provider list) names every other provider."""
-        vkeys = VaultKeys.derive(master)
-        config = _load_config(providers, vkeys)
-        if vault_id is not None and config.vault_id != vault_id:
-            raise IntegrityError("the providers hold a different vault than the one configured here")
-        by_url = {p.info.url: p for p in providers.values()}
-        full: dict[str, Provider] = {}
-        for entry in config.providers:
-            full[entry.id] = by_url.get(entry.url) or open_provider(
-                entry.url, jurisdiction=entry.jurisdiction, operator=entry.operator)
-        home.mkdir(parents=True, exist_ok=True)
-        _write_state(home, config)
-        repo = Repository(config, vkeys, full, cls._cache_dir(home, config.vault_id))
-        repo.load_index()
-        return cls(home, repo, master, key_name)
-
-    @classmethod
-    def recover(cls, urls: list[str], *, passphrase: str | None = None, shares: list[str] | None = None,
-                share_passphrase: str = "", home: Path | None = None) -> Vault:
-        """Rebuild the local configuration on a fresh machine from any one (or more) of the
-        vault's providers, unlocked by a passphrase or by a threshold of guardian shares."""
-        home = home or default_home()
-        if (home / STATE_FILE).exists():
-            raise UsageError(f"{home} already holds a vault configuration; recover into an empty "
-                             "FREEHOLD_HOME")
-        if (passphrase is None) == (shares is None):
-            raise UsageError("recover with a passphrase or with guardian shares (one of the two)")
-        if not urls:
-            raise UsageError("name at least one provider to recover from (--from URL)")
-        providers = {f"from{i}": open_provider(u) for i, u in enumerate(urls)}
-        if passphrase is not None:
-            master, key_name, kf = _unlock(providers, passphrase.encode(), None)
-            return cls._assemble(home, providers, master, key_name, kf.vault_id)
-        from . import guardians  # only recovery by shares needs SLIP-39
-
-        master = guardians.combine(shares or [], share_passphrase.encode())
-        if len(master) != 32:
-            raise GuardianShareError(f"these guardian shares hold a {len(master) * 8}-bit secret; a Freehold "
-                                     "vault key has 256 bits: they belong to something else")
-        try:
-            return cls._assemble(home, providers, master, None, None)
-        except IntegrityError:
-            raise GuardianShareError(
-                "these guardian shares do not open the vault on the given provider(s): they belong to "
-                "another vault, or the guardians' passphrase is wrong") from None
-
-    def close(self) -> None:
-        self.repo.close()
-
-    def __enter__(self) -> Vault:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ operations
-
-    def backup(self, paths: list[str], progress: Progress | None = None,
-               tags: list[str] | None = None,
-               degraded: bool = False) -> tuple[str, formats.Snapshot, BackupStats]:
+    def backup(self, paths: list[str], progress: Progress | None = None, tags: list[str] | None = None,
+               degraded: bool = False) -> BackupResult:
         """Back up paths into a new snapshot. Every provider must take writes, unless ``degraded``:
         then the backup proceeds when at least k+1 do, and the missing shares are recorded."""
         if not paths:
@@ -368,224 +454,130 @@ class Vault:
         for p in paths:
             if not os.path.lexists(p):
                 raise UsageError(f"no such file or directory: {p}")
-        failures = self.repo.probe()
+        op = self._op(degraded)
+        failures = {pid: r for pid, r in op.replicas.gather(lambda p: p.check_writable()).items()
+                    if isinstance(r, FreeholdError)}
+        cfg = self._store.config
         if failures and not degraded:
-            pid, exc = next(iter(failures.items()))
+            pid, exc = sorted(failures.items())[0]
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             raise type(exc)(f"provider {pid} cannot take writes: {exc}{more}; nothing was written "
                             "(use --degraded to back up to the others)")
-        self.repo.degraded = degraded
-        self.repo.down = set(failures)
-        if failures and len(self.repo.providers) - len(failures) < self.repo.k + 1:
-            raise NotEnoughShares(f"only {len(self.repo.providers) - len(failures)} providers take writes; "
-                                  f"even a degraded backup needs k+1 = {self.repo.k + 1}")
-        self.repo.check_placement()
-        self.repo.heal_replicas()
+        op.session.down.update(failures)
+        up = len(self._store.providers) - len(failures)
+        if failures and up < cfg.k + 1:
+            raise QuorumError(f"only {up} providers take writes; even a degraded backup needs k+1 = {cfg.k + 1}")
+        op.packs.check_placement()
+        self._heal(op)
         wanted = sorted(os.path.abspath(p) for p in paths)
         parent = None
-        for sid, snap in reversed(self.repo.snapshots()):
+        snaps = op.snapshots()
+        self._notice_missing_snapshot(op, snaps)
+        for sid, snap in reversed(snaps):
             if sorted(snap.paths) == wanted:
                 parent = (sid, snap)
                 break
-        job = Backup(self.repo, progress)
+        job = Backup(op, progress)
         sid, snap = job.run(paths, parent, tags)
-        return sid, snap, job.stats
+        self.sync_state(last_snapshot=sid)
+        self._finish(op)
+        return BackupResult(sid, snap, job.stats)
+
+    def _heal(self, op: Operation) -> None:
+        """Finish what interrupted or degraded writes left: copy index and snapshot objects to
+        providers lacking them, and delete revoked key objects that came back."""
+        for prefix, kind, what in ((INDEX_PREFIX, KIND_INDEX, "index object"),
+                                   (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
+            op.objects.heal(op.objects.survey(prefix, kind, what), kind, what)
+        revoked = set(self._store.config.revoked)
+        if revoked:
+            for name in op.replicas.listing(KEYS_PREFIX).names:
+                if name[len(KEYS_PREFIX):] in revoked:
+                    op.replicas.delete_each(name)
+
+    def _notice_missing_snapshot(self, op: Operation, snaps: list[tuple[str, formats.Snapshot]]) -> None:
+        last = self._on_disk.last_snapshot if self._on_disk else ""
+        if last and last not in {sid for sid, _ in snaps}:
+            op.session.warn(f"snapshot {last[:12]}, the newest this machine wrote, is on no reachable provider "
+                            "(deleted or rolled back by the providers)")
 
     def snapshots(self) -> list[tuple[str, formats.Snapshot]]:
-        return self.repo.snapshots()
+        op = self._op()
+        snaps = op.snapshots()
+        self._notice_missing_snapshot(op, snaps)
+        self._finish(op)
+        return snaps
 
     def snapshot(self, ref: str) -> tuple[str, formats.Snapshot]:
-        sid = self.repo.resolve_snapshot(ref)
-        return sid, self.repo.load_snapshot(sid)
+        op = self._op()
+        sid = op.resolve_snapshot(ref)
+        snap = op.load_snapshot(sid)
+        self._finish(op)
+        return sid, snap
 
     def ls(self, ref: str, path: str = "") -> list[tuple[str, formats.Node]]:
         _, snap = self.snapshot(ref)
-        node = find_node(self.repo, snap, path) if path.strip("/") else None
+        op = self._op()
+        node = op.trees.find(snap.tree, path) if path.strip("/") else None
         if node is None:
-            return list(walk(self.repo, snap.tree))
-        base = path.strip("/")
-        out = [(base, node)]
-        if node.type == "dir" and node.subtree is not None:
-            out += list(walk(self.repo, node.subtree, base + "/"))
+            out = list(op.trees.walk(snap.tree))
+        else:
+            base = path.strip("/")
+            out = [(base, node)]
+            if node.type == "dir" and node.subtree is not None:
+                out += list(op.trees.walk(node.subtree, base + "/"))
+        self._finish(op)
         return out
 
     def restore(self, ref: str, target: Path, include: str | None = None,
                 progress: Progress | None = None) -> RestoreStats:
         _, snap = self.snapshot(ref)
-        return Restore(self.repo, progress).run(snap, target, include)
+        op = self._op()
+        stats = Restore(op, progress).run(snap, target, include)
+        self._finish(op)
+        return stats
 
     def check(self, read_data: bool = False, progress: Callable[[int], None] | None = None) -> CheckReport:
-        report = CheckReport()
-        report.packs = len(self.repo.packs)
-        report.shares = sum(len(p.shares) for p in self.repo.packs.values())
-        report.problems += self.repo.check_shares(read_data, progress)
-        # Every snapshot's trees must load and every blob they name must be indexed.
-        snaps = self._check_snapshot_objects(report)
-        seen: set[bytes] = set()
-        for sid, snap in snaps:
-            try:
-                self._check_tree(snap.tree, seen, report)
-            except FreeholdError as exc:
-                report.problems.append(Problem("unreadable-snapshot", f"{sid[:12]}: {exc}"))
-        report.snapshots = len(snaps)
+        op = self._op()
+        local = self._on_disk
+        read = op.configs.load(seen_generation=local.config_generation if local else 0,
+                               vault_id=self._store.config.vault_id)
+        report = Checker(op, read, local.last_snapshot if local else "").run(read_data, progress)
+        self._finish(op)
         return report
 
-    def _check_snapshot_objects(self, report: CheckReport) -> list[tuple[str, formats.Snapshot]]:
-        # One listing per reachable provider serves both the snapshot list and the replica check
-        # (unreachable providers are reported by check_shares).
-        listings = self.repo.replica_listings(SNAPSHOT_PREFIX)
-        if not listings:
-            self.repo.snapshot_ids()  # no provider answers: raise its error, as listing always did
-        names = sorted(set().union(*listings.values()))
-        ids = [n[len(SNAPSHOT_PREFIX):] for n in names]
-        for pid, held in listings.items():
-            for name in names:
-                if name not in held:
-                    report.problems.append(Problem("missing-replica", "snapshot object missing", pid, name))
-        out = []
-        for sid in ids:
-            try:
-                out.append((sid, self.repo.load_snapshot(sid)))
-            except FreeholdError as exc:
-                report.problems.append(Problem("unreadable-snapshot", f"{sid[:12]}: {exc}"))
-        return out
-
-    def _check_tree(self, tree_id: bytes, seen: set[bytes], report: CheckReport) -> None:
-        if tree_id in seen:
-            return
-        seen.add(tree_id)
-        if tree_id not in self.repo.blobs:
-            report.problems.append(Problem("missing-blob", f"tree {tree_id.hex()[:12]} is in no index"))
-            return
-        for node in self.repo.load_tree(tree_id).nodes:
-            for c in node.content:
-                if c not in self.repo.blobs and c not in seen:
-                    seen.add(c)
-                    report.problems.append(Problem("missing-blob", f"data blob {c.hex()[:12]} of "
-                                                   f"{os.fsdecode(node.name)!r} is in no index"))
-            if node.subtree is not None:
-                self._check_tree(node.subtree, seen, report)
-
     def stats(self) -> dict[str, Any]:
-        snaps = self.repo.snapshots()
+        op = self._op()
+        snaps = op.snapshots()
+        index = self._store.index
+        packs = index.packs()
         logical = sum(s.size for _, s in snaps)
-        unique = sum(loc.entry.s for loc in self.repo.blobs.values())
-        packed = sum(p.len for p in self.repo.packs.values())
+        unique = index.unique_bytes()
+
+        def usage(p: Provider) -> dict[str, Any]:
+            objs = list(p.list(""))
+            return {"url": p.info.url, "objects": len(objs), "bytes": sum(z for _, z in objs)}
+
         per_provider: dict[str, dict[str, Any]] = {}
-
-        def usage(item: tuple[str, Provider]) -> tuple[str, dict[str, Any]]:
-            pid, prov = item
-            try:
-                objs = list(prov.list(""))
-                return pid, {"url": prov.info.url, "objects": len(objs), "bytes": sum(z for _, z in objs)}
-            except ProviderError as exc:
-                return pid, {"url": prov.info.url, "error": str(exc), "objects": 0, "bytes": 0}
-
-        with ThreadPoolExecutor(8) as pool:
-            per_provider = dict(pool.map(usage, self.repo.providers.items()))
+        for pid, got in op.replicas.gather(usage, pids=list(self._store.providers)).items():
+            per_provider[pid] = got if not isinstance(got, FreeholdError) else {
+                "url": self._store.providers[pid].info.url, "error": str(got), "objects": 0, "bytes": 0}
         stored = sum(p["bytes"] for p in per_provider.values())
+        cfg = self._store.config
+        self._finish(op)
         return {
-            "snapshots": len(snaps),
-            "logical_bytes": logical,
-            "unique_bytes": unique,
-            "packed_bytes": packed,
-            "stored_bytes": stored,
-            "packs": len(self.repo.packs),
-            "blobs": len(self.repo.blobs),
-            "k": self.repo.k,
-            "n": self.repo.n,
+            "snapshots": len(snaps), "logical_bytes": logical, "unique_bytes": unique,
+            "packed_bytes": sum(p.len for p in packs), "stored_bytes": stored, "packs": len(packs),
+            "blobs": index.blob_count(), "k": cfg.k, "n": cfg.n,
             "dedup_ratio": logical / unique if unique else 1.0,
             "overhead_ratio": stored / unique if unique else 0.0,
-            "providers": per_provider,
+            "providers": dict(sorted(per_provider.items())),
         }
 
     def clear_cache(self) -> None:
         shutil.rmtree(self.home / "cache", ignore_errors=True)
 
 
-# ---------------------------------------------------------------------- helpers
-
-
-def _check_fresh(pid: str, prov: Provider) -> None:
-    """A new provider must take writes and hold no vault yet."""
-    try:
-        prov.check_writable()
-        held = prov.head(CONFIG_NAME)
-    except ProviderError as exc:
-        raise type(exc)(f"provider {pid}: {exc}") from None
-    if held is not None:
-        raise UsageError(f"provider {pid} ({prov.info.url}) already holds a Freehold vault")
-
-
-def _write_state(home: Path, config: formats.Config) -> None:
-    state = {
-        "vault_id": config.vault_id.hex(),
-        "k": config.k,
-        "n": config.n,
-        "providers": [{"id": p.id, "url": p.url, "jurisdiction": p.jurisdiction, "operator": p.operator}
-                      for p in config.providers],
-    }
-    tmp = home / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(home / STATE_FILE)
-
-
-def _read_state(home: Path) -> dict[str, Any]:
-    path = home / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VaultNotFound(f"no vault configured in {home} (run 'freehold init' first, "
-                            "or set FREEHOLD_HOME)") from None
-    except (OSError, ValueError) as exc:
-        raise VaultNotFound(f"cannot read {path}: {exc}") from None
-    if not isinstance(state, dict) or "vault_id" not in state:
-        raise VaultNotFound(f"{path} is not a Freehold vault configuration")
-    return state
-
-
-def _unlock(providers: dict[str, Provider], passphrase: bytes,
-            vault_id: bytes | None) -> tuple[bytes, str, formats.KeyFile]:
-    """Try every key object found on any provider; the first one the passphrase opens wins.
-    Returns (master secret, key object name, key object). ``vault_id`` None: any vault's."""
-    seen: set[str] = set()
-    reachable = 0
-    last_error: FreeholdError | None = None
-    for prov in providers.values():
-        try:
-            names = [n for n, _ in prov.list(KEYS_PREFIX)]
-            reachable += 1
-        except ProviderError as exc:
-            last_error = exc
-            continue
-        for name in names:
-            if name in seen:
-                continue
-            try:
-                kf = keys.read_keyfile(prov.get(name))
-            except (ProviderError, IntegrityError):
-                continue
-            if vault_id is not None and kf.vault_id != vault_id:
-                continue
-            seen.add(name)
-            try:
-                return keys.unwrap(kf, passphrase), name, kf
-            except WrongPassphrase:
-                continue
-    if not reachable:
-        raise last_error or VaultNotFound("no provider is configured")
-    if not seen:
-        raise VaultNotFound("no provider holds a key for this vault")
-    raise WrongPassphrase("wrong passphrase")
-
-
-def _load_config(providers: dict[str, Provider], vkeys: VaultKeys) -> formats.Config:
-    last: FreeholdError | None = None
-    for prov in providers.values():
-        try:
-            return Repository.open_config(vkeys, prov.get(CONFIG_NAME))
-        except (ProviderError, IntegrityError) as exc:
-            last = exc
-    if isinstance(last, ObjectNotFound):
-        raise VaultNotFound("no provider holds this vault's config")
-    raise last or VaultNotFound("no provider holds this vault's config")
+def _outcome(s: Session) -> Outcome:
+    missed = sorted(set().union(*s.missed.values())) if s.missed else []
+    return Outcome(down=sorted(s.down), missed=missed, warnings=list(s.warnings), fallback_reads=s.fallback_reads)

@@ -1,0 +1,158 @@
+"""What the command line shows on the terminal besides its results: progress (a bar on a
+terminal, warning lines elsewhere), warnings once each, and the process tuning of a short-lived
+command (docs/performance.md)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from .progress import NullProgress
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+PROGRESS_EVERY = 0.05  # seconds between progress bar updates
+
+
+class BarProgress:
+    """Adapts the vault's progress callbacks to a rich progress bar on stderr, shown once work starts."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import (  # only where a bar is shown: 10 ms of every command otherwise
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+        self.label = label
+        self.task: Any = None
+        self.wants_total = err.is_terminal  # a total is worth a second walk only for a live bar
+        self._pending = 0
+        self._last = 0.0
+
+    def scanned(self, files: int, size: int) -> None:
+        if self.task is None:
+            self.bar.start()
+            # Restores always know their total; backups count it only for a live bar (wants_total).
+            self.task = self.bar.add_task(self.label, total=size if size or self.wants_total else None)
+
+    def advance(self, size: int) -> None:
+        # Called once per file or chunk; rich's bookkeeping per call cost ~0.5 CPU s for 20,000
+        # small files, so updates are passed on at most every PROGRESS_EVERY seconds.
+        self._pending += size
+        now = time.monotonic()
+        if self.task is not None and now - self._last >= PROGRESS_EVERY:
+            self.bar.advance(self.task, self._pending)
+            self._pending = 0
+            self._last = now
+
+    def warn(self, message: str) -> None:
+        self.bar.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            if self._pending:
+                self.bar.advance(self.task, self._pending)
+                self._pending = 0
+            self.bar.stop()
+
+
+class LineProgress(NullProgress):
+    """Progress where stderr is not a terminal (a log, a pipe): no bar to redraw, warnings as lines."""
+
+    def warn(self, message: str) -> None:
+        err.print(f"warning: {message}", markup=False, highlight=False)
+
+    def stop(self) -> None:
+        pass
+
+
+@contextmanager
+def progress_for(label: str, quiet: bool) -> Iterator[BarProgress | LineProgress | None]:
+    if quiet:
+        yield None
+        return
+    prog = BarProgress(label) if err.is_terminal else LineProgress()
+    try:
+        yield prog
+    finally:
+        prog.stop()
+
+
+class OnceHandler(logging.Handler):
+    """Prints each distinct warning once, on one line, without a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg not in self.seen:
+            self.seen.add(msg)
+            err.print(f"warning: {msg}", markup=False, highlight=False)
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("freehold")
+    if not any(isinstance(h, OnceHandler) for h in logger.handlers):
+        logger.addHandler(OnceHandler())
+    logger.propagate = False
+
+
+def tune_malloc() -> None:
+    """glibc settings for a pipeline whose threads pass 1-20 MiB buffers between them.
+
+    One arena: with an arena per thread glibc keeps freed buffers mapped in each (600 MiB
+    backup: 215 MiB peak RSS by default, 167 MiB with one arena). Buffers up to 32 MiB from
+    the heap, not fresh mmaps: freshly mapped pages fault and are zeroed on first touch, which
+    doubled the cost of filling a pack buffer here. Trimming above 32 MiB free keeps peak RSS
+    of a 1 GiB backup at about 200 MiB."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-8, 1)              # M_ARENA_MAX
+            libc.mallopt(-3, 32 * 1024 * 1024)   # M_MMAP_THRESHOLD (the maximum allowed)
+            libc.mallopt(-1, 32 * 1024 * 1024)   # M_TRIM_THRESHOLD
+        except (OSError, AttributeError):
+            pass
+
+
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes for a short-lived command that allocates many long-lived objects
+    (index entries, tree nodes, the restore plan). With Python's default threshold of 700
+    allocations, a 20,000-file restore ran 305 collections for 65 ms; with 10,000 and the index
+    frozen after loading (``cli._open``), 73 for 19 ms. Cycles are still collected."""
+    gc.set_threshold(10_000, 10, 10)
+
+
+def hard_exit(code: int) -> NoReturn:
+    """Ends the process without tearing the interpreter down object by object (40 ms of every
+    command went to freeing a loaded index at exit). Everything a command writes is written,
+    fsynced where it must be, and closed before the command returns; only Python's own stream
+    buffers and log handlers are left to flush, and they are flushed here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (freehold ... | head): nothing to tell
+            pass
+    os._exit(code)
+
+

@@ -1,0 +1,192 @@
+"""The storage layer: everything written to providers, one component per job.
+
+``Store`` holds what lives as long as an open vault (keys, config, providers, index, caches,
+thread pools); ``Store.operation()`` makes the per-operation components over a fresh
+``Session``, so nothing one call learns about providers leaks into the next.
+
+    replicas   ReplicaSet     quorum writes, verified reads, union listings of replicated objects
+    metadata   SealedObjects  content-addressed index and snapshot objects, healing
+    configs    ConfigStore    the config, by generations that only move forward
+    keystore   KeyStore       key objects: bounded unlock, quorum add and delete
+    index      Index          blob -> pack entry, pack -> share records
+    blobs      BlobCodec      blob envelopes
+    packs      PackWriter     pack layout, padding, shares, placement
+    reader     BlobReader     ranged, hedged and degraded reads
+    trees      TreeStore      trees, their cache, the one walker
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .. import erasure, formats
+from ..crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
+from ..errors import FreeholdError, ObjectNotFound, SnapshotNotFound
+from ..formats import SHARE_HEADER_LEN, PackRecord
+from ..providers.base import Provider
+from .blobs import BlobCodec
+from .cache import LocalCache
+from .configs import ConfigStore
+from .index import Index
+from .keystore import KeyStore
+from .metadata import INDEX_PREFIX, SNAPSHOT_PREFIX, SealedObjects
+from .packs import MAX_PACKS_BUFFERED, PackWriter, ShareBuffers, padded_length
+from .reader import BlobReader
+from .replicas import ReplicaSet
+from .session import Session
+from .trees import TreePacks, TreeStore
+
+__all__ = ["Operation", "Session", "Store"]
+
+
+class Store:
+    """Made over the providers first (unlocking needs their key objects and config), then
+    ``attach``ed to the config and keys they yield."""
+
+    def __init__(self, providers: dict[str, Provider], cache_dir: Path | None = None, workers: int = 8) -> None:
+        self.providers = providers
+        self.cache = LocalCache(cache_dir)
+        self.index = Index()
+        self.tree_packs = TreePacks()
+        n = max(5, len(providers))
+        self.pool = ThreadPoolExecutor(max(workers, n * 2), thread_name_prefix="freehold-io")
+        self.fetch_pool = ThreadPoolExecutor(max(16, n * 4), thread_name_prefix="freehold-fetch")
+        self.race_pool = ThreadPoolExecutor(8, thread_name_prefix="freehold-race")
+        self.meta_pool = ThreadPoolExecutor(max(16, n * 4), thread_name_prefix="freehold-meta")
+        self._config: formats.Config | None = None
+        self._keys: VaultKeys | None = None
+        self.codec: BlobCodec | None = None
+        self.buffers: ShareBuffers | None = None
+
+    def attach(self, config: formats.Config, keys: VaultKeys) -> None:
+        self._config = config
+        self._keys = keys
+        self.codec = BlobCodec(keys)
+        # A full pack: pack_size, plus the largest blob that can top it up, plus its trailer, padded.
+        full_pack = padded_length(config.pack_size + config.chunker.max + 256 * 1024)
+        self.buffers = ShareBuffers(MAX_PACKS_BUFFERED * config.n,
+                                    SHARE_HEADER_LEN + erasure.stripe_size(full_pack, config.k))
+
+    @property
+    def config(self) -> formats.Config:
+        assert self._config is not None, "store not attached"
+        return self._config
+
+    @config.setter
+    def config(self, config: formats.Config) -> None:
+        self._config = config
+
+    @property
+    def keys(self) -> VaultKeys:
+        assert self._keys is not None, "store not attached"
+        return self._keys
+
+    def replicas(self, session: Session) -> ReplicaSet:
+        return ReplicaSet(self.providers, self.meta_pool, session)
+
+    def operation(self, session: Session | None = None) -> Operation:
+        return Operation(self, session or Session())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        if self.buffers is not None:
+            self.buffers.clear()
+        # Reads abandoned to a slow provider are not waited for.
+        for pool in (self.race_pool, self.fetch_pool, self.meta_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+        for prov in self.providers.values():
+            close = getattr(prov, "close", None)
+            if close is not None:
+                close()
+
+
+class Operation:
+    """The components of one operation, over its own Session."""
+
+    def __init__(self, store: Store, session: Session) -> None:
+        self.store = store
+        self.session = session
+        self.config = store.config
+        assert store.codec is not None and store.buffers is not None, "store not attached"
+        self.replicas = store.replicas(session)
+        self.objects = SealedObjects(self.replicas, store.keys, store.cache)
+        self.configs = ConfigStore(self.replicas, store.keys, store.cache)
+        self.keystore = KeyStore(self.replicas)
+        self.index = store.index
+        self.codec = store.codec
+        self.reader = BlobReader(store.index, store.codec, store.providers, store.pool, store.fetch_pool,
+                                 store.race_pool, session)
+        self.trees = TreeStore(store.index, store.codec, self.reader, store.cache, store.tree_packs)
+        self.packs = PackWriter(store.keys, store.config, store.providers, store.pool, store.buffers, session)
+
+    # ------------------------------------------------------------------ index
+
+    def load_index(self) -> None:
+        """Load every index object that verifies (from the cache when it has them); names that
+        verify nowhere are skipped with a warning naming who holds them."""
+        listing = self.objects.listing(INDEX_PREFIX)
+        todo = [n for n in listing.names if n[len(INDEX_PREFIX):] not in self.index.names]
+        jobs = [self.store.pool.submit(self.objects.read, INDEX_PREFIX, n[len(INDEX_PREFIX):], KIND_INDEX,
+                                       "index object") for n in todo]
+        for name, job in zip(todo, jobs, strict=True):
+            try:
+                _, plain = job.result()
+                idx = formats.decode(plain, formats.IndexFile, "index object")
+            except FreeholdError as exc:
+                self._stray(name, listing.held[name], exc)
+                continue
+            self.index.add_file(name[len(INDEX_PREFIX):], idx)
+
+    def _stray(self, name: str, holders: set[str], exc: FreeholdError) -> None:
+        who = ", ".join(sorted(holders))
+        self.session.warn(f"{name} (on {who}) has no valid copy ({exc}); ignored")
+
+    def write_index(self, records: list[PackRecord]) -> str:
+        plain = formats.encode(formats.IndexFile(v=formats.FORMAT_VERSION, packs=records))
+        h = self.objects.write(INDEX_PREFIX, KIND_INDEX, plain, quorum=self.packs.metadata_quorum())
+        for rec in records:
+            self.index.add_pack(rec)
+        self.index.names.add(h)
+        return h
+
+    # ------------------------------------------------------------------ snapshots
+
+    def write_snapshot(self, snap: formats.Snapshot) -> str:
+        return self.objects.write(SNAPSHOT_PREFIX, KIND_SNAPSHOT, formats.encode(snap),
+                                  quorum=self.packs.metadata_quorum())
+
+    def load_snapshot(self, sid: str) -> formats.Snapshot:
+        try:
+            _, plain = self.objects.read(SNAPSHOT_PREFIX, sid, KIND_SNAPSHOT, "snapshot")
+        except ObjectNotFound:
+            raise SnapshotNotFound(f"snapshot {sid[:12]} not found") from None
+        return formats.decode(plain, formats.Snapshot, "snapshot")
+
+    def snapshots(self) -> list[tuple[str, formats.Snapshot]]:
+        """Every snapshot that verifies, oldest first; the others are skipped with a warning."""
+        listing = self.objects.listing(SNAPSHOT_PREFIX)
+        ids = [n[len(SNAPSHOT_PREFIX):] for n in listing.names]
+        jobs = [self.store.pool.submit(self.load_snapshot, sid) for sid in ids]
+        out = []
+        for sid, job in zip(ids, jobs, strict=True):
+            try:
+                out.append((sid, job.result()))
+            except FreeholdError as exc:
+                self._stray(SNAPSHOT_PREFIX + sid, listing.held[SNAPSHOT_PREFIX + sid], exc)
+        out.sort(key=lambda x: (x[1].time, x[0]))
+        return out
+
+    def resolve_snapshot(self, ref: str) -> str:
+        snaps = self.snapshots()
+        if ref == "latest":
+            if not snaps:
+                raise SnapshotNotFound("the vault has no snapshots yet")
+            return snaps[-1][0]
+        ref_l = ref.lower()
+        matches = [s for s, _ in snaps if s.startswith(ref_l)] if len(ref_l) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise SnapshotNotFound(f"snapshot id {ref!r} is ambiguous; give more characters")
+        raise SnapshotNotFound(f"no snapshot {ref!r} (see 'freehold snapshots')")
