@@ -56,9 +56,9 @@ class Env:
         return {**os.environ, "FREEHOLD_HOME": str(self.home), "FREEHOLD_PASSPHRASE": PASS}
 
     def cli(self, *args: str, check: bool = True, prefix: list[str] | None = None,
-            **kw: object) -> subprocess.CompletedProcess[str]:
+            env_override: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
         cmd = [*(prefix or []), sys.executable, "-m", "freehold.cli", *args]
-        proc = subprocess.run(cmd, env=self.cli_env(),
+        proc = subprocess.run(cmd, env=env_override or self.cli_env(),
                               capture_output=True, text=True, **kw)  # type: ignore[call-overload]
         if check and proc.returncode != 0:
             raise AssertionError(f"freehold {' '.join(args)} failed ({proc.returncode}):\n"

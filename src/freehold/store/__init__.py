@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import erasure, formats
 from ..crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
-from ..errors import FreeholdError, ObjectNotFound, SnapshotNotFound
+from ..errors import FreeholdError, IntegrityError, ObjectNotFound, SnapshotNotFound
 from ..formats import SHARE_HEADER_LEN, PackRecord
 from ..providers.base import Provider
 from .blobs import BlobCodec
@@ -139,8 +139,10 @@ class Operation:
             self.index.add_file(name[len(INDEX_PREFIX):], idx)
 
     def _stray(self, name: str, holders: set[str], exc: FreeholdError) -> None:
-        who = ", ".join(sorted(holders))
-        self.session.warn(f"{name} (on {who}) has no valid copy ({exc}); ignored")
+        if isinstance(exc, IntegrityError):  # names the providers and why each copy was refused
+            self.session.warn(f"ignored: {exc}")
+        else:
+            self.session.warn(f"ignored {name} (listed by {', '.join(sorted(holders))}): {exc}")
 
     def write_index(self, records: list[PackRecord]) -> str:
         plain = formats.encode(formats.IndexFile(v=formats.FORMAT_VERSION, packs=records))

@@ -172,8 +172,12 @@ class ConfigStore:
         targets = sorted(read.stale - self.replicas.session.down)
         if not targets:
             return []
-        got = self.replicas.gather(lambda p: p.put(CONFIG_NAME, read.env), pids=targets)
-        return [pid for pid, r in got.items() if not isinstance(r, FreeholdError)]
+        got = self.replicas.gather(lambda p: p.put(CONFIG_NAME, read.env), pids=targets, enough=len(targets))
+        healed = sorted(pid for pid, r in got.items() if not isinstance(r, FreeholdError))
+        if healed:
+            self.replicas.session.warn(f"provider(s) {', '.join(healed)}: config was missing, damaged or older "
+                                       f"than generation {read.config.generation}; replaced with the newest")
+        return healed
 
     def change(self, seen: formats.Config, mutate: Callable[[formats.Config], formats.Config]
                ) -> tuple[formats.Config, list[str]]:

@@ -56,7 +56,8 @@ class KeyStore:
         (a planted key object can wrap a secret of the attacker's choosing). Ends by raising
         WrongPassphrase, or VaultNotFound when no key object of the vault was found."""
         forms = keys.passphrase_forms(passphrase)
-        listed = self.ids()
+        held = self.replicas.listing(KEYS_PREFIX).held
+        listed = [n[len(KEYS_PREFIX):] for n in sorted(held)]
         first = [k for k in known if k in listed]
         found = False
         for kid in first:
@@ -65,18 +66,21 @@ class KeyStore:
             opened = self._open(kid, vs, forms)
             if opened is not None:
                 yield opened
-        ranked: list[tuple[int, str, list[formats.KeyFile]]] = []
+        # The vault's own key objects are on a quorum (at least k providers), a planted one on the
+        # hostile providers only (at most n-k < k): the most widely held are tried first, then the
+        # cheapest, so planted objects cannot crowd the real ones out.
+        ranked: list[tuple[int, int, str, list[formats.KeyFile]]] = []
         for kid in (k for k in listed if k not in first):
             vs = self.versions(kid, vault_id)
             if vs:
-                ranked.append((min(keys.cost(v) for v in vs), kid, vs))
+                ranked.append((-len(held[KEYS_PREFIX + kid]), min(keys.cost(v) for v in vs), kid, vs))
         ranked.sort()
         found |= bool(ranked)
         if len(ranked) > MAX_UNKNOWN:
-            skipped = ", ".join(kid[:8] for _, kid, _ in ranked[MAX_UNKNOWN:])
+            skipped = ", ".join(kid[:8] for _, _, kid, _ in ranked[MAX_UNKNOWN:])
             self.replicas.session.warn(f"{len(ranked)} key objects are unknown to this machine; tried the "
-                                       f"{MAX_UNKNOWN} cheapest, skipped {skipped}")
-        for _, kid, vs in ranked[:MAX_UNKNOWN]:
+                                       f"{MAX_UNKNOWN} most widely held, skipped {skipped}")
+        for _, _, kid, vs in ranked[:MAX_UNKNOWN]:
             opened = self._open(kid, vs, forms)
             if opened is not None:
                 yield opened

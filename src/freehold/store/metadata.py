@@ -110,7 +110,8 @@ class SealedObjects:
                 self.replicas.session.warn(f"cannot heal {f.name}: {exc}")
                 f.valid = False
                 continue
-            got = self.replicas.gather(lambda p, name=f.name, env=env: p.put(name, env), pids=targets)
+            got = self.replicas.gather(lambda p, name=f.name, env=env: p.put(name, env), pids=targets,
+                                      enough=len(targets))
             for pid, result in got.items():
                 if isinstance(result, FreeholdError):
                     self.replicas.session.warn(f"provider {pid}: cannot restore a copy of {f.name}: {result}")

@@ -67,13 +67,14 @@ class ReplicaSet:
     def gather(self, fn: Callable[[Provider], R], *, enough: int | None = None,
                pids: list[str] | None = None) -> dict[str, R | FreeholdError]:
         """``fn`` on every usable provider in parallel: {provider: result or error}. Once
-        ``enough`` of them have answered (default: all), the rest get ``hedge_after`` seconds
-        more; those still silent are marked slow and reported as unavailable."""
+        ``enough`` of them have answered (default: a majority), the rest get ``hedge_after``
+        seconds more; those still silent are marked slow and reported as unavailable. A slow
+        provider thus costs a hedge delay, never its full timeout."""
         order = pids if pids is not None else self.ids()
         jobs: dict[Future[R], str] = {self.pool.submit(fn, self.providers[pid]): pid for pid in order}
         out: dict[str, R | FreeholdError] = {}
         pending = set(jobs)
-        need = len(jobs) if enough is None else min(enough, len(jobs))
+        need = len(jobs) // 2 + 1 if enough is None else min(enough, len(jobs))
         deadline: float | None = None
         while pending:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -168,7 +169,7 @@ class ReplicaSet:
         it. Providers that failed are marked down for this operation and recorded as having
         missed ``name``. Returns the providers that hold it now."""
         order = pids if pids is not None else self.ids()
-        got = self.gather(lambda p: p.put(name, data), pids=order)
+        got = self.gather(lambda p: p.put(name, data), pids=order, enough=len(order))
         written = [pid for pid in order if not isinstance(got.get(pid), FreeholdError)]
         failed = {pid: r for pid, r in got.items() if isinstance(r, FreeholdError)}
         skipped = [pid for pid in self.providers if pid not in order]
@@ -180,10 +181,12 @@ class ReplicaSet:
 
     def put_new_each(self, name: str, data: Data, pids: list[str] | None = None) -> dict[str, bool | FreeholdError]:
         """Create-if-absent on every usable provider: {provider: created, or the error}."""
-        return self.gather(lambda p: p.put_new(name, data), pids=pids)
+        order = pids if pids is not None else self.ids()
+        return self.gather(lambda p: p.put_new(name, data), pids=order, enough=len(order))
 
     def delete_each(self, name: str, pids: list[str] | None = None) -> dict[str, FreeholdError | None]:
-        return self.gather(lambda p: p.delete(name), pids=pids)
+        order = pids if pids is not None else self.ids()
+        return self.gather(lambda p: p.delete(name), pids=order, enough=len(order))
 
 
 def _get_verified(prov: Provider, name: str, verify: Callable[[bytes], T]) -> tuple[T, bytes]:
