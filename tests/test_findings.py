@@ -496,7 +496,8 @@ def test_8_two_concurrent_changes_never_both_succeed(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join(120)
-    assert sorted(type(o).__name__ if o != "ok" else "ok" for o in outcomes.values()) == ["ConflictError", "ok"], outcomes
+    kinds = sorted(type(o).__name__ if o != "ok" else "ok" for o in outcomes.values())
+    assert kinds == ["ConflictError", "ok"], outcomes
     loser = next(w for w, o in outcomes.items() if o != "ok")
     home = e.home if loser == "A" else laptop2
     with Vault.open(PASS, home=home) as v:  # retried, it succeeds: the provider is not "taken"

@@ -83,7 +83,8 @@ class Checker:
         r = self.report
         providers = self.op.store.providers
         listings: dict[str, dict[str, int]] = {}
-        for pid, got in self.op.replicas.gather(lambda p: dict(p.list(DATA_PREFIX))).items():
+        for pid, got in self.op.replicas.gather(lambda p: dict(p.list(DATA_PREFIX)),
+                                                     enough=len(providers)).items():
             if isinstance(got, FreeholdError):
                 r.problems.append(Problem(UNREACHABLE_PROVIDER, str(got), provider=pid))
             else:
@@ -209,7 +210,7 @@ class Checker:
         targets = sorted(bad | missing)
         if not targets:
             return
-        got = self.op.replicas.gather(lambda p: p.put(name, right), pids=targets)
+        got = self.op.replicas.gather(lambda p: p.put(name, right), pids=targets, enough=len(targets))
         for pid in targets:
             ok = not isinstance(got.get(pid), FreeholdError)
             self.report.healed += ok

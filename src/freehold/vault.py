@@ -455,7 +455,8 @@ class Vault:
             if not os.path.lexists(p):
                 raise UsageError(f"no such file or directory: {p}")
         op = self._op(degraded)
-        failures = {pid: r for pid, r in op.replicas.gather(lambda p: p.check_writable()).items()
+        failures = {pid: r for pid, r in op.replicas.gather(lambda p: p.check_writable(),
+                                                                    enough=len(self._store.providers)).items()
                     if isinstance(r, FreeholdError)}
         cfg = self._store.config
         if failures and not degraded:
@@ -559,7 +560,8 @@ class Vault:
             return {"url": p.info.url, "objects": len(objs), "bytes": sum(z for _, z in objs)}
 
         per_provider: dict[str, dict[str, Any]] = {}
-        for pid, got in op.replicas.gather(usage, pids=list(self._store.providers)).items():
+        for pid, got in op.replicas.gather(usage, pids=list(self._store.providers),
+                                                      enough=len(self._store.providers)).items():
             per_provider[pid] = got if not isinstance(got, FreeholdError) else {
                 "url": self._store.providers[pid].info.url, "error": str(got), "objects": 0, "bytes": 0}
         stored = sum(p["bytes"] for p in per_provider.values())
