@@ -625,3 +625,17 @@ def test_11_a_stalled_provider_costs_a_hedge_delay_not_a_timeout(tmp_path: Path)
     assert finished, "a stalled provider blocked open, listing or restore"
     assert not failed, failed
     same_tree(src, out / src.name)
+
+
+def test_3_providers_moved_to_new_paths_are_found_by_their_identity_markers(tmp_path: Path) -> None:
+    e, src, _ = _vault(tmp_path)
+    moved = [tmp_path / "mnt" / f"disk{i}" for i in range(5)]
+    (tmp_path / "mnt").mkdir()
+    for old, new in zip(e.providers, moved, strict=True):
+        old.rename(new)
+    shutil.rmtree(e.home)  # a new machine, where the disks are mounted elsewhere
+    with Vault.recover([m.as_uri() for m in moved], passphrase=PASS, home=e.home) as v:
+        assert len(v.info().providers) == 5
+    _restored(e, tmp_path, src)  # and later opens reach them at their new paths
+    with e.open() as v:
+        assert v.check().healthy

@@ -143,7 +143,7 @@ def adopt_providers(store: Store, config: formats.Config, wrap: Wrap | None) -> 
     added = False
     for entry in config.providers:
         prov = open_provider(entry.url, jurisdiction=entry.jurisdiction, operator=entry.operator)
-        known = by_loc.get(location(prov))
+        known = by_loc.get(location(prov)) or _by_marker(store, entry, {id(p) for p in named.values()})
         if known is not None:
             named[entry.id] = known
         else:
@@ -156,6 +156,22 @@ def adopt_providers(store: Store, config: formats.Config, wrap: Wrap | None) -> 
     store.providers.clear()
     store.providers.update(named)
     return added
+
+
+def _by_marker(store: Store, entry: formats.ProviderEntry, taken: set[int]) -> Provider | None:
+    """An open provider holding ``entry``'s identity marker: the same storage reached under another
+    address (a disk mounted elsewhere on a new machine, a renamed endpoint)."""
+    if not entry.marker:
+        return None
+    for prov in store.providers.values():
+        if id(prov) in taken:
+            continue
+        try:
+            if prov.head(MARKER_PREFIX + entry.marker) is not None:
+                return prov
+        except ProviderError:
+            continue
+    return None
 
 
 def drop_unlisted(store: Store, config: formats.Config) -> None:

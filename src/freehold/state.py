@@ -36,10 +36,14 @@ class LocalState:
     last_snapshot: str = ""
 
     @classmethod
-    def from_config(cls, config: formats.Config, previous: LocalState | None = None) -> LocalState:
+    def from_config(cls, config: formats.Config, previous: LocalState | None = None,
+                    urls: dict[str, str] | None = None) -> LocalState:
+        """``urls``: where this machine reaches each provider, when that differs from the config's
+        address (found by its identity marker, e.g. a disk mounted elsewhere)."""
+        urls = urls or {}
         st = cls(config.vault_id.hex(), config.k, config.n,
-                 [{"id": p.id, "url": p.url, "jurisdiction": p.jurisdiction, "operator": p.operator}
-                  for p in config.providers],
+                 [{"id": p.id, "url": urls.get(p.id, p.url), "jurisdiction": p.jurisdiction,
+                   "operator": p.operator} for p in config.providers],
                  config_generation=config.generation)
         if previous is not None and previous.vault_id == st.vault_id:
             st.config_generation = max(previous.config_generation, config.generation)

@@ -90,7 +90,8 @@ class Vault:
 
     def sync_state(self, **changes: Any) -> None:
         """Bring vault.json up to date (written only when something changed)."""
-        local = state.LocalState.from_config(self._store.config, self._on_disk)
+        urls = {pid: p.info.url for pid, p in self._store.providers.items()}
+        local = state.LocalState.from_config(self._store.config, self._on_disk, urls)
         if self.key_id and self.key_id not in local.key_ids:
             local.key_ids = [*local.key_ids, self.key_id][-8:]
         for k, v in changes.items():
@@ -229,22 +230,12 @@ class Vault:
             raise UsageError("recover with a passphrase or with guardian shares (one of the two)")
         if not urls:
             raise UsageError("name at least one provider to recover from (--from URL)")
-        providers = {f"from{i}": open_one(f"from{i}", u, "", "", wrap) for i, u in enumerate(urls)}
-        if passphrase is not None:
-            vault = cls._unlock_and_assemble(home, providers, None, None, passphrase=passphrase, wrap=wrap)
-        else:
-            from . import guardians  # only recovery by shares needs SLIP-39
-
-            master = guardians.combine(shares or [], share_passphrase.encode())
-            if len(master) != 32:
-                raise GuardianShareError(f"these guardian shares hold a {len(master) * 8}-bit secret; a Freehold "
-                                         "vault key has 256 bits: they belong to something else")
-            try:
-                vault = cls._unlock_and_assemble(home, providers, None, None, master=master, wrap=wrap)
-            except IntegrityError:
-                raise GuardianShareError(
-                    "these guardian shares do not open the vault on the given provider(s): they belong to "
-                    "another vault, or the guardians' passphrase is wrong") from None
+        existed = home.exists()
+        try:
+            vault = cls._recover(home, urls, passphrase, shares, share_passphrase, wrap)
+        except BaseException:
+            _leave_nothing(home, existed)
+            raise
         try:
             if new_passphrase is not None:
                 change = vault.add_key(new_passphrase, kdf)
@@ -252,9 +243,28 @@ class Vault:
             vault.sync_state(key_ids=[k for k in [vault.key_id] if k])
         except BaseException:
             vault.close()
-            shutil.rmtree(home / "cache", ignore_errors=True)
+            _leave_nothing(home, existed)
             raise
         return vault
+
+    @classmethod
+    def _recover(cls, home: Path, urls: list[str], passphrase: str | None, shares: list[str] | None,
+                 share_passphrase: str, wrap: Wrap | None) -> Vault:
+        providers = {f"from{i}": open_one(f"from{i}", u, "", "", wrap) for i, u in enumerate(urls)}
+        if passphrase is not None:
+            return cls._unlock_and_assemble(home, providers, None, None, passphrase=passphrase, wrap=wrap)
+        from . import guardians  # only recovery by shares needs SLIP-39
+
+        master = guardians.combine(shares or [], share_passphrase.encode())
+        if len(master) != 32:
+            raise GuardianShareError(f"these guardian shares hold a {len(master) * 8}-bit secret; a Freehold "
+                                     "vault key has 256 bits: they belong to something else")
+        try:
+            return cls._unlock_and_assemble(home, providers, None, None, master=master, wrap=wrap)
+        except IntegrityError:
+            raise GuardianShareError(
+                "these guardian shares do not open the vault on the given provider(s): they belong to "
+                "another vault, or the guardians' passphrase is wrong") from None
 
     def close(self) -> None:
         self._store.close()
@@ -583,3 +593,13 @@ class Vault:
 def _outcome(s: Session) -> Outcome:
     missed = sorted(set().union(*s.missed.values())) if s.missed else []
     return Outcome(down=sorted(s.down), missed=missed, warnings=list(s.warnings), fallback_reads=s.fallback_reads)
+
+
+def _leave_nothing(home: Path, existed: bool) -> None:
+    """After a failed recovery: no cache, and no home directory if there was none before."""
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    if not existed:
+        try:
+            home.rmdir()
+        except OSError:
+            pass
