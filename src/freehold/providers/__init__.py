@@ -5,10 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from ..errors import UsageError
-from .base import Provider, ProviderInfo
+from .base import Capabilities, Provider, ProviderInfo, overlapping
 from .local import LocalProvider
 
-__all__ = ["LocalProvider", "Provider", "ProviderInfo", "open_provider"]
+__all__ = ["Capabilities", "LocalProvider", "Provider", "ProviderInfo", "open_provider", "overlapping"]
 
 
 def open_provider(url: str, *, jurisdiction: str = "", operator: str = "") -> Provider:

@@ -15,6 +15,16 @@ own ("standard" mode). Every botocore error is translated into a
 :class:`freehold.errors.ProviderError` here, at the boundary, with a one-line
 message that names the bucket and endpoint and never a secret.
 
+``put_new`` is a PUT with ``If-None-Match: *`` (S3's conditional write): the server
+answers 412 PreconditionFailed when the key exists. Servers that ignore the header
+would overwrite silently, so, except on AWS itself, the first ``put_new`` (or the first
+look at ``capabilities``) probes the server once: two conditional PUTs of one probe
+key, then a DELETE. A server that accepts the second PUT does not honour the header;
+``put_new`` then falls back to HEAD-then-PUT, which never overwrites an object it
+sees but is *not* atomic against a concurrent writer, and ``capabilities`` says so
+(``conditional_put=False``). SeaweedFS 4.x honours the header. The constructor keyword
+``conditional_put=True/False`` states the answer instead of probing.
+
 Tuning knobs (URL query or constructor keywords): ``connect_timeout`` and
 ``read_timeout`` in seconds, ``attempts`` (total tries per request, including the
 first), ``pool`` (HTTP connection pool size) and ``addressing`` (``path`` or
@@ -46,7 +56,7 @@ from ..errors import (
     ProviderUnavailable,
     UsageError,
 )
-from .base import Data, ProviderInfo, joined
+from .base import Capabilities, Data, Location, ProviderInfo, check_name, joined
 
 __all__ = ["S3Provider", "translate_error"]
 
@@ -68,6 +78,12 @@ _URL_PARAMS = ("endpoint", "region", "profile", "connect_timeout", "read_timeout
 _SECRET_PARAMS = re.compile(r"(secret|access|key|token|password|credential|session)", re.IGNORECASE)
 _REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_AWS_HOST = re.compile(r"^s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+AWS_ENDPOINT = "https://s3.amazonaws.com:443"
+
+# Whether a server honours If-None-Match on PutObject, by (endpoint, bucket), once probed.
+_conditional_seen: dict[tuple[str, str], bool] = {}
 
 _PERMISSION_CODES = {
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -144,6 +160,31 @@ def translate_error(exc: Exception, what: str, *, bucket: str, endpoint: str,
     return ProviderUnavailable(f"{what}: {type(exc).__name__}")
 
 
+def canonical_endpoint(endpoint: str) -> str:
+    """``scheme://host:port[/path]`` lowercased, the default port explicit, no trailing slash;
+    every AWS S3 endpoint (and no endpoint at all) is :data:`AWS_ENDPOINT` (bucket names are
+    global there), China's partition its own. Names are not resolved: ``localhost`` and
+    ``127.0.0.1`` stay different."""
+    if not endpoint:
+        return AWS_ENDPOINT
+    ep = urlparse(endpoint)
+    scheme = ep.scheme.lower()
+    host = (ep.hostname or "").lower()
+    port = ep.port or _DEFAULT_PORTS.get(scheme, 0)
+    if _AWS_HOST.match(host):
+        return AWS_ENDPOINT + (".cn" if host.endswith(".cn") else "")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{ep.path.rstrip('/')}"
+
+
+def _answer(exc: bexc.ClientError) -> tuple[int, str, int]:
+    """(HTTP status, error code, retries botocore made) of a refused request."""
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    code = str((exc.response.get("Error", {}) or {}).get("Code", "") or "")
+    return int(meta.get("HTTPStatusCode", 0) or 0), code, int(meta.get("RetryAttempts", 0) or 0)
+
+
 def _float_param(name: str, value: str) -> float:
     try:
         result = float(value)
@@ -176,7 +217,8 @@ class S3Provider:
                  region: str | None = None, profile: str | None = None, jurisdiction: str = "",
                  operator: str = "", connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  read_timeout: float = DEFAULT_READ_TIMEOUT, attempts: int = DEFAULT_ATTEMPTS,
-                 pool: int = DEFAULT_POOL, addressing: str | None = None) -> None:
+                 pool: int = DEFAULT_POOL, addressing: str | None = None,
+                 conditional_put: bool | None = None) -> None:
         if not _BUCKET_RE.match(bucket) or ".." in bucket:
             raise UsageError(f"invalid S3 bucket name {_one_line(bucket, 70)!r}")
         prefix = prefix.strip("/")
@@ -189,6 +231,10 @@ class S3Provider:
             if ep.username or ep.password:
                 raise UsageError("credentials never go in the S3 endpoint URL: "
                                  "use AWS_* variables or a profile")
+            try:
+                ep.port  # noqa: B018 - raises on a port that is not a number in range
+            except ValueError:
+                raise UsageError("S3 endpoint has an invalid port") from None
             endpoint = endpoint.rstrip("/")
         if addressing not in (None, "path", "virtual"):
             raise UsageError("S3 URL parameter addressing must be 'path' or 'virtual'")
@@ -204,6 +250,8 @@ class S3Provider:
         self._addressing = addressing or ("path" if endpoint else "auto")
         self._label = f"s3://{bucket}/{prefix}".rstrip("/")
         self._bucket_ok_until = 0.0
+        # None: probe the server on first need (AWS itself honours If-None-Match since 2024).
+        self._conditional: bool | None = True if not endpoint else conditional_put
 
         query: dict[str, str] = {}
         if self.endpoint:
@@ -295,6 +343,17 @@ class S3Provider:
     def __repr__(self) -> str:
         return f"S3Provider({self.info.url})"
 
+    @property
+    def location(self) -> Location:
+        """``("s3", canonical endpoint, bucket, prefix without slashes at either end)``."""
+        return ("s3", canonical_endpoint(self.endpoint), self.bucket, self.prefix.strip("/"))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """``conditional_put`` is whether the server honours If-None-Match: known on AWS,
+        probed once per endpoint and bucket elsewhere (a ProviderError if the probe fails)."""
+        return Capabilities(conditional_put=self._conditional_put())
+
     def close(self) -> None:
         """Release pooled connections (optional; the provider is unusable afterwards)."""
         close = getattr(self._client, "close", None)
@@ -310,10 +369,9 @@ class S3Provider:
     def _key(self, name: str) -> str:
         # The same names every provider accepts; S3 itself would take more, but some
         # S3 servers (SeaweedFS) map keys onto a filesystem and fold "a//b" into "a/b".
-        if (not name or name.startswith("/") or name.endswith("/") or not name.isascii()
-                or any(part in ("", ".", "..") for part in name.split("/"))
-                or any(ord(c) < 0x20 or c == "\x7f" for c in name)):
-            raise UsageError(f"invalid object name {name!r}")
+        check_name(name)
+        if name.startswith(PROBE_PREFIX):
+            raise UsageError(f"invalid object name {name!r} ({PROBE_PREFIX}* is reserved for write probes)")
         key = self.prefix + name
         if len(key.encode()) > MAX_KEY_BYTES:
             raise UsageError(f"object name too long for S3 ({len(key)} bytes with the prefix)")
@@ -368,11 +426,85 @@ class S3Provider:
         key = self._key(name)
         body = data if isinstance(data, bytes) else joined(data)  # one body: MD5 and retries need it
         digest = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        # A single PUT is atomic in S3: readers see the old object or the whole new one.
+        self._put(key, body, digest, f"write {name} to {self._label}")
+
+    def put_new(self, name: str, data: Data) -> bool:
+        """Create-if-absent with ``If-None-Match: *``: the server refuses (412) when the key
+        exists, and of concurrent writers exactly one gets through. A 412 answering a retry
+        whose first attempt got through but lost its answer is recognised: the object then
+        holds exactly these bytes. A 409 (a conflicting operation in progress) is False when an
+        object is there, else the write is tried again. On a server found to ignore the header,
+        HEAD then PUT (see the module's documentation)."""
+        key = self._key(name)
+        body = data if isinstance(data, bytes) else joined(data)
+        digest = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        what = f"write {name} to {self._label}"
+        if not self._conditional_put():
+            if self.head(name) is not None:
+                return False
+            self._put(key, body, digest, what)
+            return True
+        for attempt in range(self.attempts):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=digest,
+                                        IfNoneMatch="*")
+                return True
+            except bexc.ClientError as exc:
+                status, code, retried = _answer(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    return bool(retried) and self._holds(name, body)
+                if status != 409 and code != "ConditionalRequestConflict":
+                    raise self._translate(exc, what) from None
+            except bexc.BotoCoreError as exc:
+                raise self._translate(exc, what) from None
+            if self.head(name) is not None:
+                return False
+            time.sleep(min(0.05 * 2 ** attempt, 2.0) * random.random())
+        raise ProviderUnavailable(f"{what}: the conditional write kept conflicting ({self.attempts} attempts)")
+
+    def _holds(self, name: str, body: bytes) -> bool:
         try:
-            # A single PUT is atomic in S3: readers see the old object or the whole new one.
+            return self.get(name) == body
+        except ObjectNotFound:
+            return False
+
+    def _put(self, key: str, body: bytes, digest: str, what: str) -> None:
+        try:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=digest)
         except (bexc.ClientError, bexc.BotoCoreError) as exc:
-            raise self._translate(exc, f"write {name} to {self._label}") from None
+            raise self._translate(exc, what) from None
+
+    def _conditional_put(self) -> bool:
+        if self._conditional is None:
+            seen = _conditional_seen.get((self.endpoint, self.bucket))
+            if seen is None:
+                seen = _conditional_seen[(self.endpoint, self.bucket)] = self._probe_conditional()
+            self._conditional = seen
+        return self._conditional
+
+    def _probe_conditional(self) -> bool:
+        """Whether the server refuses a second If-None-Match PUT of one key (a probe key of
+        this prefix, deleted afterwards; list() never shows probe keys)."""
+        key = f"{self.prefix}{PROBE_PREFIX}cond-{secrets.token_hex(6)}"
+        what = f"probe conditional writes on {self._label}"
+        try:
+            honoured = False
+            for body in (b"1", b"2"):
+                try:
+                    self._client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+                except bexc.ClientError as exc:
+                    status, code, _ = _answer(exc)
+                    if status == 501 and body == b"1":
+                        return False  # NotImplemented: the header is understood and refused
+                    if status != 412 and code != "PreconditionFailed":
+                        raise
+                    honoured = True  # (also when the first PUT's answer was lost and it was retried)
+                    break
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except (bexc.ClientError, bexc.BotoCoreError) as exc:
+            raise self._translate(exc, what) from None
+        return honoured
 
     def get(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
         key = self._key(name)

@@ -9,10 +9,11 @@ against that provider::
     class TestMyProvider(ProviderContract):
         def make_provider(self, request):
             tmp = request.getfixturevalue("tmp_path")
-            return MyProvider(tmp)
+            return MyProvider(tempfile.mkdtemp(dir=tmp))
 
 Each test gets a fresh provider from ``make_provider`` and expects it to start empty
-(use a fresh directory, bucket or key prefix per call). After the test,
+(use a fresh directory, bucket or key prefix per call: one test, ``test_close``, calls it
+twice). After the test,
 :meth:`ProviderContract.cleanup` deletes whatever it left behind. Override
 ``secret_values`` to list strings (keys, passwords) that must never appear in the
 provider's ``info``, ``repr`` or error messages.
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ..errors import FreeholdError, ObjectNotFound, UsageError
-from ..providers.base import Provider
+from ..providers.base import Capabilities, Provider, overlapping
 
 __all__ = ["ProviderContract"]
 
@@ -45,6 +46,8 @@ class ProviderContract:
     #: Threads and objects per thread of the concurrency test.
     threads: int = 8
     objects_per_thread: int = 4
+    #: Names raced for, one after the other, by ``threads`` concurrent put_new calls each.
+    put_new_races: int = 5
 
     # -- hooks for subclasses ---------------------------------------------------------------------
 
@@ -220,10 +223,12 @@ class ProviderContract:
         provider.put("again", b"two!")
         assert provider.get("again") == b"two!"
 
-    @pytest.mark.parametrize("name", ["", "/abs", "../up", "a/../b", ".."])
+    @pytest.mark.parametrize("name", ["", "/abs", "../up", "a/../b", "..", "a//b", "a/./b", "dir/"])
     def test_invalid_names_rejected(self, provider: Provider, name: str) -> None:
         with pytest.raises(UsageError):
             provider.put(name, b"x")
+        with pytest.raises(UsageError):
+            provider.put_new(name, b"x")
         with pytest.raises(UsageError):
             provider.get(name)
         with pytest.raises(UsageError):
@@ -238,6 +243,78 @@ class ProviderContract:
         for i, name in enumerate(names):
             assert provider.get(name) == bytes([i]) * (i + 1)
         assert set(dict(provider.list())) == set(names)
+
+    # -- conditional create -----------------------------------------------------------------------
+
+    def test_put_new_creates_when_absent(self, provider: Provider) -> None:
+        data = _payload(3000, 21)
+        assert provider.put_new("gen/1", data) is True
+        assert provider.get("gen/1") == data
+        assert provider.head("gen/1") == len(data)
+        assert dict(provider.list()) == {"gen/1": len(data)}
+        assert provider.put_new("gen/parts", [b"head:", memoryview(bytearray(data))[:100]]) is True
+        assert provider.get("gen/parts") == b"head:" + data[:100]
+        assert provider.put_new("gen/empty", b"") is True
+        assert provider.get("gen/empty") == b""
+
+    def test_put_new_leaves_an_existing_object_alone(self, provider: Provider) -> None:
+        provider.put("taken", b"first by put")
+        assert provider.put_new("taken", b"second") is False
+        assert provider.get("taken") == b"first by put"
+        assert provider.put_new("made", b"first by put_new") is True
+        assert provider.put_new("made", _payload(10_000, 22)) is False
+        assert provider.put_new("made", b"") is False
+        assert provider.get("made") == b"first by put_new"
+        assert dict(provider.list()) == {"taken": 12, "made": 16}
+
+    def test_put_new_after_delete(self, provider: Provider) -> None:
+        assert provider.put_new("again", b"one") is True
+        provider.delete("again")
+        assert provider.put_new("again", b"two!") is True
+        assert provider.get("again") == b"two!"
+
+    def test_put_new_concurrent_has_one_winner(self, provider: Provider) -> None:
+        if not provider.capabilities.conditional_put:
+            pytest.skip("this provider's put_new is not atomic (capabilities.conditional_put is False)")
+        for race in range(self.put_new_races):
+            name = f"race/{race}"
+            contents = [_payload(2000 + 37 * t, 1000 * race + t) for t in range(self.threads)]
+            barrier = threading.Barrier(self.threads)
+
+            def racer(t: int, name: str = name, contents: list[bytes] = contents,
+                      barrier: threading.Barrier = barrier) -> bool:
+                barrier.wait()
+                return provider.put_new(name, contents[t])
+
+            with ThreadPoolExecutor(self.threads) as pool:
+                won = list(pool.map(racer, range(self.threads)))
+            assert won.count(True) == 1, f"race {race}: {won.count(True)} of {self.threads} put_new won"
+            assert provider.get(name) == contents[won.index(True)], "the stored object is not the winner's"
+        assert len(dict(provider.list("race/"))) == self.put_new_races
+
+    # -- what the provider says about itself ------------------------------------------------------
+
+    def test_capabilities(self, provider: Provider) -> None:
+        caps = provider.capabilities
+        assert isinstance(caps, Capabilities)
+        assert all(isinstance(v, bool) for v in (caps.conditional_put, caps.ranged_get, caps.atomic_replace))
+        assert list(provider.list()) == [], "asking the capabilities left something visible"
+
+    def test_location(self, provider: Provider) -> None:
+        loc = provider.location
+        assert isinstance(loc, tuple) and len(loc) >= 2 and all(isinstance(part, str) for part in loc)
+        assert loc == provider.location and hash(loc) == hash(provider.location)
+        assert overlapping(loc, loc)
+        provider.put("some/object", b"x")
+        assert provider.location == loc, "the location changed with the contents"
+        for secret in self.secret_values():
+            if secret:
+                assert not any(secret in part for part in loc), "the location leaks a secret"
+
+    def test_close(self, request: pytest.FixtureRequest) -> None:
+        other = self.make_provider(request)
+        other.close()
+        other.close()
 
     def test_info_has_no_secrets(self, provider: Provider) -> None:
         from urllib.parse import urlparse

@@ -10,6 +10,9 @@ calls and bytes, so a test can assert how much a restore really read::
     faulty.fail_next("put", 2)        # exactly the next two puts fail
     faulty.down = True                # everything fails until set back
     assert faulty.bytes_read <= 1.1 * restored_bytes
+
+``put_new`` is counted and faulted like ``put`` (under its own name). ``capabilities``,
+``location`` and ``close`` go straight to ``inner``, never faulted nor counted.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 
 from ..errors import ProviderUnavailable
-from ..providers.base import Data, Provider, ProviderInfo, as_parts
+from ..providers.base import Capabilities, Data, Location, Provider, ProviderInfo, as_parts
 
 __all__ = ["METHODS", "FaultyProvider"]
 
-METHODS = ("put", "get", "head", "list", "delete", "check_writable")
+METHODS = ("put", "put_new", "get", "head", "list", "delete", "check_writable")
 
 
 class FaultyProvider:
@@ -124,9 +127,31 @@ class FaultyProvider:
 
     # -- the Provider protocol --------------------------------------------------------------------
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    @property
+    def location(self) -> Location:
+        return self.inner.location
+
+    def close(self) -> None:
+        self.inner.close()
+
     def put(self, name: str, data: Data) -> None:
         self._enter("put", name)
         self.inner.put(name, data)
+        self._wrote(data)
+
+    def put_new(self, name: str, data: Data) -> bool:
+        """``bytes_written`` grows only when the object was created."""
+        self._enter("put_new", name)
+        created = self.inner.put_new(name, data)
+        if created:
+            self._wrote(data)
+        return created
+
+    def _wrote(self, data: Data) -> None:
         size = sum(part.nbytes for part in as_parts(data))
         with self._lock:
             self.bytes_written += size
