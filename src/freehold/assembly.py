@@ -87,15 +87,20 @@ def refuse_overlaps(providers: dict[str, Provider]) -> None:
 
 def place_markers(providers: dict[str, Provider], entries: list[formats.ProviderEntry]) -> None:
     """Write each new provider's identity marker, then look for it on every other provider: one
-    found elsewhere is the same storage under another address. Nothing else is written first."""
+    found elsewhere is the same storage under another address, and the markers just written are
+    deleted again. Nothing else is written before this."""
     by_id = {e.id: e for e in entries}
+    written: list[tuple[Provider, str]] = []
     for pid, prov in providers.items():
-        marker = by_id[pid].marker
-        if marker and prov.head(MARKER_PREFIX + marker) is None:
-            prov.put(MARKER_PREFIX + marker, b"")
-    for pid, prov in providers.items():
-        for other, e in by_id.items():
-            if other != pid and e.marker and other in providers:
+        name = MARKER_PREFIX + by_id[pid].marker
+        if by_id[pid].marker and prov.head(name) is None:
+            prov.put(name, b"")
+            written.append((prov, name))
+    try:
+        for pid, prov in providers.items():
+            for other, e in by_id.items():
+                if other == pid or not e.marker or other not in providers:
+                    continue
                 try:
                     seen = prov.head(MARKER_PREFIX + e.marker)
                 except ProviderError:
@@ -103,6 +108,13 @@ def place_markers(providers: dict[str, Provider], entries: list[formats.Provider
                 if seen is not None:
                     raise UsageError(f"providers {pid} and {other} are the same storage under two addresses "
                                      f"({prov.info.url}, {providers[other].info.url})")
+    except UsageError:
+        for prov, name in written:
+            try:
+                prov.delete(name)
+            except ProviderError:
+                pass
+        raise
 
 
 def check_fresh(pid: str, prov: Provider) -> None:
