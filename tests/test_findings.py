@@ -128,8 +128,9 @@ def test_2_one_damaged_config_copy_does_not_lock_the_owner_out(tmp_path: Path) -
     cfg.write_bytes(bytes(data))
     shutil.rmtree(e.home)  # a fresh machine, told of p1 first
     with Vault.recover(e.urls[:2], passphrase=PASS, home=e.home) as v:
-        # opening names the bad copy and replaces it; check then finds the config whole
         assert any("p1" in w and "config" in w for w in v.last_outcome.warnings), v.last_outcome.warnings
+        report = v.check()
+        assert ("damaged-replica", "p1", CONFIG_NAME) in {(p.kind, p.provider, p.object) for p in report.problems}
         assert v.check().healthy
     assert cfg.read_bytes() == (e.providers[1] / CONFIG_NAME).read_bytes()
     _restored(e, tmp_path, src)
@@ -341,12 +342,11 @@ def test_6_check_surveys_and_heals_every_replicated_kind(tmp_path: Path) -> None
     (e.providers[4] / key).unlink()
     (e.providers[1] / CONFIG_NAME).unlink()
     with e.open() as v:
-        # the config is read from every provider at each open: a missing copy is replaced at once
-        assert any("p2" in w and "config" in w for w in v.last_outcome.warnings), v.last_outcome.warnings
         report = v.check()
         found = {(p.kind, p.provider, p.object) for p in report.problems}
         assert {("missing-replica", "p3", index), ("damaged-replica", "p4", snap),
-                ("missing-replica", "p5", key)} <= found, found
+                ("missing-replica", "p5", key), ("stale-replica", "p2", CONFIG_NAME)} <= found, found
+        assert not report.healthy
         assert all(p.healed for p in report.problems), report.problems
         assert v.check().problems == []
     for name in (index, snap, key, CONFIG_NAME):

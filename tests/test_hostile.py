@@ -619,14 +619,6 @@ def test_next_backup_heals(local: Local, tmp_path: Path, kind: str, attack: str,
 
 # -- the first check after an attack says so ---------------------------------------------------------
 
-HEALTHY_SEMANTICS = (
-    "api.CheckReport.healthy counts only problems with healed=False, and checker.Checker marks every "
-    "damaged/stale/missing metadata copy it rewrote healed=True: the first check after a provider served "
-    "garbage returns healthy=True (and cli.check, which raises Exit(1) only when not report.healthy, exits "
-    "0), where issue 11 expects healthy=False the first time")
-
-
-@pytest.mark.xfail(strict=True, reason=HEALTHY_SEMANTICS)
 @pytest.mark.parametrize("kind", ["config", "key", "index", "snapshot"])
 def test_first_check_after_an_attack_is_not_healthy(local: Local, kind: str) -> None:
     t = local.reset()
@@ -638,14 +630,7 @@ def test_first_check_after_an_attack_is_not_healthy(local: Local, kind: str) -> 
     assert not report.healthy, report
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param("config", marks=pytest.mark.xfail(strict=True, reason=(
-        "Vault.open (_unlock_and_assemble -> ConfigStore.heal) rewrites the bad config copy before "
-        "Checker runs, so `freehold check` reports nothing about it (a stderr warning only); and "
-        + HEALTHY_SEMANTICS))),
-    *(pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=HEALTHY_SEMANTICS))
-      for k in ("key", "index", "snapshot")),
-])
+@pytest.mark.parametrize("kind", ["config", "key", "index", "snapshot"])
 def test_cli_check_exits_1_the_first_time(local: Local, kind: str) -> None:
     t = local.reset()
     plan = plan_for(t, kind, "garbage", 1)
@@ -657,14 +642,6 @@ def test_cli_check_exits_1_the_first_time(local: Local, kind: str) -> None:
 
 # -- a forged key object with a forged config of the same vault id ----------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "assembly.unlock takes the master of a key object this machine does not know as soon as some "
-    "provider holds a config sealed under that master with the vault's id (a hostile provider can plant "
-    "both); ConfigStore.load then files the real config on every honest provider under `bad` (it fails "
-    "authentication under the forged master) and so under `stale`, and Vault._unlock_and_assemble -> "
-    "ConfigStore.heal overwrites all of them with the forged config (vault.json too: generation, key ids). "
-    "Observed: Vault.open(attacker's passphrase) succeeds, and afterwards Vault.open(owner's passphrase) "
-    "raises WrongPassphrase: no config under the real master is left on any provider"))
 @pytest.mark.parametrize("count", [1, 2], ids=["1of5", "2of5"])
 def test_forged_key_and_config_do_not_take_over_the_vault(local: Local, tmp_path: Path, count: int) -> None:
     """The hostile providers plant a key object wrapping a master of their choosing under the

@@ -47,7 +47,9 @@ class CheckReport:
 
     @property
     def healthy(self) -> bool:
-        return not [p for p in self.problems if not p.healed]
+        """No finding at all: a check that found and healed a bad copy still reports it (a
+        provider misbehaved); the next check is healthy if nothing happened since."""
+        return not self.problems
 
 
 @dataclass(frozen=True)

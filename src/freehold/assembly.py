@@ -143,6 +143,11 @@ def unlock(replicas: ReplicaSet, store: Store, passphrase: str, vault_id: bytes 
         except (IntegrityError, VaultNotFound) as exc:
             last = exc
             continue
+        if not read.plausible:  # a planted key object and a config sealed under its own master
+            replicas.session.warn(f"key object {cand.key_id[:8]} opens a config that most providers do not hold; "
+                                  "ignored (planted?)")
+            last = WrongPassphrase("wrong passphrase (it opens none of this vault's keys)")
+            continue
         return cand, read
     raise last or WrongPassphrase("wrong passphrase")  # pragma: no cover - candidates() raises first
 

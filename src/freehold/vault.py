@@ -205,8 +205,10 @@ class Vault:
             store.attach(config, vkeys)
             if kid is not None and (kid in config.revoked or (config.keys and kid not in config.keys)):
                 raise WrongPassphrase("this passphrase was revoked (see 'freehold keys list')")
+            if not read.confirmed:  # the providers the config names do not hold it: not this vault's key
+                raise WrongPassphrase("wrong passphrase: the key it opens belongs to a config most of the "
+                                      "vault's providers do not hold (a planted key object?)")
             op = store.operation(session)
-            op.configs.heal(read)
             op.load_index()
         except BaseException:
             store.close()
@@ -495,8 +497,11 @@ class Vault:
         return BackupResult(sid, snap, job.stats)
 
     def _heal(self, op: Operation) -> None:
-        """Finish what interrupted or degraded writes left: copy index and snapshot objects to
-        providers lacking them, and delete revoked key objects that came back."""
+        """Finish what interrupted or degraded writes left, and undo what hostile providers did:
+        the newest config where a copy is missing, old or bad; index and snapshot objects where
+        they are missing; revoked key objects that came back, deleted."""
+        op.configs.heal(op.configs.load(seen_generation=self._store.config.generation,
+                                        vault_id=self._store.config.vault_id))
         for prefix, kind, what in ((INDEX_PREFIX, KIND_INDEX, "index object"),
                                    (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
             op.objects.heal(op.objects.survey(prefix, kind, what), kind, what)

@@ -68,6 +68,19 @@ class ConfigRead:
     env: bytes
     stale: set[str] = field(default_factory=set)      # reachable providers without the newest
     bad: dict[str, str] = field(default_factory=dict)  # provider -> why its copy was refused
+    support: int = 0                                   # providers holding a config valid under these keys
+
+    @property
+    def confirmed(self) -> bool:
+        """More providers hold a config that opens under these keys than hold one that does not.
+        A hostile minority can plant a key object and a config sealed under a master of its own
+        choosing; the vault's master is the one the majority of present copies answers to."""
+        return self.support > len(self.bad)
+
+    @property
+    def plausible(self) -> bool:
+        """Not outvoted: enough to follow the config's provider list and then decide."""
+        return self.support >= len(self.bad)
 
 
 class ConfigStore:
@@ -129,8 +142,10 @@ class ConfigStore:
                 stale.add(pid)
         for pid, why in out_bad.items():
             self.replicas.session.warn(f"provider {pid}: config refused ({why}); another copy is used")
-        self.cache.put("config", "newest", best.raw)
-        return ConfigRead(best.value, best.raw, stale, out_bad)
+        read = ConfigRead(best.value, best.raw, stale, out_bad, support=sum(v.provider != "cache" for v in valid))
+        if read.confirmed or (cached is not None and best.provider == "cache"):
+            self.cache.put("config", "newest", best.raw)
+        return read
 
     def _majority_claim(self, best: formats.Config) -> Verified[formats.Config] | None:
         """A claim newer than ``best`` held by a majority: a change whose writer stopped after
@@ -168,7 +183,11 @@ class ConfigStore:
         return verify
 
     def heal(self, read: ConfigRead) -> list[str]:
-        """Write the newest config to reachable providers holding an older or bad copy."""
+        """Write the newest config to reachable providers holding an older or bad copy, only when
+        these keys are confirmed as the vault's (a copy that does not open under them might be the
+        real vault's config, and these keys an impostor's)."""
+        if not read.confirmed:
+            return []
         targets = sorted(read.stale - self.replicas.session.down)
         if not targets:
             return []
