@@ -5,6 +5,7 @@ config's provider list, and seeding a new provider with every replicated object.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from . import formats, keys
+from .api import Outcome
 from .crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
 from .errors import FreeholdError, IntegrityError, ProviderError, UsageError, VaultNotFound, WrongPassphrase
 from .providers import Provider, open_provider
 from .providers.base import overlapping
 from .state import LocalState
-from .store import Operation, Store
+from .store import Operation, Session, Store
 from .store.configs import CONFIG_NAME, ConfigStore, StaleConfig, majority
 from .store.keystore import KEYS_PREFIX, KeyStore, Unlocked
 from .store.metadata import INDEX_PREFIX, MARKER_PREFIX, SNAPSHOT_PREFIX
@@ -218,3 +220,18 @@ def copy_metadata(op: Operation, target: Provider, name: str) -> int:
             target.put(obj, env)
             copied += 1
     return copied
+
+
+def outcome_of(s: Session) -> Outcome:
+    missed = sorted(set().union(*s.missed.values())) if s.missed else []
+    return Outcome(down=sorted(s.down), missed=missed, warnings=list(s.warnings), fallback_reads=s.fallback_reads)
+
+
+def leave_nothing(home: Path, existed: bool) -> None:
+    """After a failed recovery: no cache, and no home directory if there was none before."""
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    if not existed:
+        try:
+            home.rmdir()
+        except OSError:
+            pass

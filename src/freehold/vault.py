@@ -32,7 +32,9 @@ from .assembly import (
     check_name,
     copy_metadata,
     drop_unlisted,
+    leave_nothing,
     open_one,
+    outcome_of,
     place_markers,
     refuse_overlaps,
     unlock,
@@ -85,7 +87,7 @@ class Vault:
         return self._store.operation(Session(degraded=degraded, hedge_after=self.hedge_after))
 
     def _finish(self, op: Operation) -> Outcome:
-        self.last_outcome = _outcome(op.session)
+        self.last_outcome = outcome_of(op.session)
         return self.last_outcome
 
     def sync_state(self, **changes: Any) -> None:
@@ -214,7 +216,7 @@ class Vault:
             store.close()
             raise
         vault = cls(home, store, master, kid, local, hedge_after)
-        vault.last_outcome = _outcome(session)
+        vault.last_outcome = outcome_of(session)
         return vault
 
     @classmethod
@@ -236,7 +238,7 @@ class Vault:
         try:
             vault = cls._recover(home, urls, passphrase, shares, share_passphrase, wrap)
         except BaseException:
-            _leave_nothing(home, existed)
+            leave_nothing(home, existed)
             raise
         try:
             if new_passphrase is not None:
@@ -245,7 +247,7 @@ class Vault:
             vault.sync_state(key_ids=[k for k in [vault.key_id] if k])
         except BaseException:
             vault.close()
-            _leave_nothing(home, existed)
+            leave_nothing(home, existed)
             raise
         return vault
 
@@ -594,17 +596,3 @@ class Vault:
     def clear_cache(self) -> None:
         shutil.rmtree(self.home / "cache", ignore_errors=True)
 
-
-def _outcome(s: Session) -> Outcome:
-    missed = sorted(set().union(*s.missed.values())) if s.missed else []
-    return Outcome(down=sorted(s.down), missed=missed, warnings=list(s.warnings), fallback_reads=s.fallback_reads)
-
-
-def _leave_nothing(home: Path, existed: bool) -> None:
-    """After a failed recovery: no cache, and no home directory if there was none before."""
-    shutil.rmtree(home / "cache", ignore_errors=True)
-    if not existed:
-        try:
-            home.rmdir()
-        except OSError:
-            pass
