@@ -639,3 +639,28 @@ def test_3_providers_moved_to_new_paths_are_found_by_their_identity_markers(tmp_
     _restored(e, tmp_path, src)  # and later opens reach them at their new paths
     with e.open() as v:
         assert v.check().healthy
+
+
+def test_4_shares_on_a_provider_the_config_does_not_name_are_no_crash(tmp_path: Path) -> None:
+    """Every provider rolled back to a config from before p6 was added, on a machine that never saw
+    the newer one: the stale config is all there is. Restore still works (p6's shares are decoded
+    around) and check names the provider the config does not know, instead of a KeyError."""
+    e = make_env(tmp_path / "v", n=6)
+    e.n = 5
+    e.providers, extra = e.providers[:5], e.providers[5]
+    e.init().close()
+    old = (e.providers[0] / CONFIG_NAME).read_bytes()
+    src = write_tree(tmp_path / "src", small=30, big=2_000_000)
+    with e.open() as v:
+        v.add_provider(ProviderSpec(extra.as_uri(), name="p6"))
+        v.backup([str(src)])
+    for p in [*e.providers, extra]:
+        (p / CONFIG_NAME).write_bytes(old)
+        shutil.rmtree(p / "configs", ignore_errors=True)
+    shutil.rmtree(e.home)
+    with Vault.recover([e.urls[0]], passphrase=PASS, home=e.home) as v:
+        assert [p.id for p in v.info().providers] == ["p1", "p2", "p3", "p4", "p5"]
+        v.restore("latest", tmp_path / "out")
+        kinds = {(p.kind, p.provider) for p in v.check(read_data=True).problems}
+    same_tree(src, tmp_path / "out" / src.name)
+    assert ("unknown-provider", "p6") in kinds

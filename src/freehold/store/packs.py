@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import blake3
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .. import erasure, formats, placement
 from ..crypto import KIND_PACK_TRAILER, VaultKeys, seal
@@ -60,8 +61,15 @@ def close_pack(keys: VaultKeys, parts: list[bytes | bytearray], entries: list[Pa
     body = sum(len(p) for p in parts)
     pad = padded_length(body + len(tail)) - body - len(tail)
     if pad:
-        parts.append(os.urandom(pad))  # random, not zeros: a data share must not show where blobs end
+        parts.append(_random(pad))  # random, not zeros: a data share must not show where blobs end
     parts.append(tail)
+
+
+def _random(n: int) -> bytes:
+    """n bytes indistinguishable from ciphertext: AES-256-CTR keystream under a fresh random key
+    (a CSPRNG; ~20x faster than os.urandom here, which cost 50 ms of the walking thread per GiB)."""
+    enc = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
+    return enc.update(bytes(n)) + enc.finalize()
 
 
 class ShareBuffers:
