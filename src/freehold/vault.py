@@ -57,7 +57,7 @@ from .providers import Provider
 from .restore import Restore, RestoreStats
 from .store import Operation, Session, Store
 from .store.cache import LocalCache
-from .store.configs import CONFIG_NAME, ConfigStore, seal_config
+from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, seal_config
 from .store.keystore import KEYS_PREFIX
 from .store.metadata import INDEX_PREFIX, SNAPSHOT_PREFIX
 
@@ -78,6 +78,7 @@ class Vault:
         self._master = master          # kept in memory only, for key and guardian operations
         self.key_id = key_id           # the key object that opened this session, if any
         self._on_disk = on_disk        # vault.json as last read or written (None: not yet written)
+        self._opened: ConfigRead | None = None  # the config as opening read it: healed by the first backup
         self.hedge_after = hedge_after
         self.last_outcome = Outcome()
 
@@ -217,6 +218,7 @@ class Vault:
             raise
         vault = cls(home, store, master, kid, local, hedge_after)
         vault.last_outcome = outcome_of(session)
+        vault._opened = read
         return vault
 
     @classmethod
@@ -502,8 +504,11 @@ class Vault:
         """Finish what interrupted or degraded writes left, and undo what hostile providers did:
         the newest config where a copy is missing, old or bad; index and snapshot objects where
         they are missing; revoked key objects that came back, deleted."""
-        op.configs.heal(op.configs.load(seen_generation=self._store.config.generation,
-                                        vault_id=self._store.config.vault_id))
+        read, self._opened = self._opened, None  # read moments ago by open: not read twice
+        if read is None or read.config is not self._store.config:
+            read = op.configs.load(seen_generation=self._store.config.generation,
+                                   vault_id=self._store.config.vault_id)
+        op.configs.heal(read)
         for prefix, kind, what in ((INDEX_PREFIX, KIND_INDEX, "index object"),
                                    (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
             op.objects.heal(op.objects.survey(prefix, kind, what), kind, what)

@@ -56,16 +56,25 @@ class KeyStore:
         (a planted key object can wrap a secret of the attacker's choosing). Ends by raising
         WrongPassphrase, or VaultNotFound when no key object of the vault was found."""
         forms = keys.passphrase_forms(passphrase)
+        found = False
+        # The key this machine knows: the first copy that parses, and only if that does not open,
+        # every distinct copy (one provider's damaged copy must not lock the owner out).
+        for kid in known:
+            try:
+                one = self.replicas.read(KEYS_PREFIX + kid, lambda d: keys.read_keyfile(d, keys.FORMAT_1))
+            except FreeholdError:
+                continue
+            found = True
+            if vault_id is None or one.value.vault_id == vault_id:
+                opened = self._open(kid, [one.value], forms)
+                if opened is not None:
+                    yield opened
+            opened = self._open(kid, [v for v in self.versions(kid, vault_id, known=True) if v != one.value], forms)
+            if opened is not None:
+                yield opened
         held = self.replicas.listing(KEYS_PREFIX).held
         listed = [n[len(KEYS_PREFIX):] for n in sorted(held)]
         first = [k for k in known if k in listed]
-        found = False
-        for kid in first:
-            vs = self.versions(kid, vault_id, known=True)
-            found |= bool(vs)
-            opened = self._open(kid, vs, forms)
-            if opened is not None:
-                yield opened
         # The vault's own key objects are on a quorum (at least k providers), a planted one on the
         # hostile providers only (at most n-k < k): the most widely held are tried first, then the
         # cheapest, so planted objects cannot crowd the real ones out.
