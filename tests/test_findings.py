@@ -584,6 +584,8 @@ def test_11_a_stalled_provider_costs_a_hedge_delay_not_a_timeout(tmp_path: Path)
     release = threading.Event()
 
     class Stalled:
+        inline = False  # a remote provider that stopped answering: asked on the pool, and hedged
+
         def __init__(self, inner: Provider) -> None:
             self.inner = inner
             self.info = inner.info

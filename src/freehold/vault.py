@@ -60,6 +60,7 @@ from .store.cache import LocalCache
 from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, seal_config
 from .store.keystore import KEYS_PREFIX
 from .store.metadata import INDEX_PREFIX, SNAPSHOT_PREFIX
+from .store.replicas import Listing
 
 PACK_SIZE = 16 * 1024 * 1024
 STATE_FILE = state.STATE_FILE
@@ -485,10 +486,10 @@ class Vault:
         if failures and up < cfg.k + 1:
             raise QuorumError(f"only {up} providers take writes; even a degraded backup needs k+1 = {cfg.k + 1}")
         op.packs.check_placement()
-        self._heal(op)
+        snapshot_listing = self._heal(op)
         wanted = sorted(os.path.abspath(p) for p in paths)
         parent = None
-        snaps = op.snapshots()
+        snaps = op.snapshots(snapshot_listing)
         self._notice_missing_snapshot(op, snaps)
         for sid, snap in reversed(snaps):
             if sorted(snap.paths) == wanted:
@@ -500,7 +501,7 @@ class Vault:
         self._finish(op)
         return BackupResult(sid, snap, job.stats)
 
-    def _heal(self, op: Operation) -> None:
+    def _heal(self, op: Operation) -> Listing:
         """Finish what interrupted or degraded writes left, and undo what hostile providers did:
         the newest config where a copy is missing, old or bad; index and snapshot objects where
         they are missing; revoked key objects that came back, deleted."""
@@ -509,14 +510,17 @@ class Vault:
             read = op.configs.load(seen_generation=self._store.config.generation,
                                    vault_id=self._store.config.vault_id)
         op.configs.heal(read)
+        listings = {}
         for prefix, kind, what in ((INDEX_PREFIX, KIND_INDEX, "index object"),
                                    (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
-            op.objects.heal(op.objects.survey(prefix, kind, what), kind, what)
+            listings[prefix] = op.objects.listing(prefix)
+            op.objects.heal(op.objects.survey(prefix, kind, what, listings[prefix]), kind, what)
         revoked = set(self._store.config.revoked)
         if revoked:
             for name in op.replicas.listing(KEYS_PREFIX).names:
                 if name[len(KEYS_PREFIX):] in revoked:
                     op.replicas.delete_each(name)
+        return listings[SNAPSHOT_PREFIX]
 
     def _notice_missing_snapshot(self, op: Operation, snaps: list[tuple[str, formats.Snapshot]]) -> None:
         last = self._on_disk.last_snapshot if self._on_disk else ""

@@ -100,6 +100,9 @@ class Provider(Protocol):
     when it returns. ``get`` with ``start``/``end`` reads the half-open byte range
     ``[start, end)``; a range past the end is truncated, as HTTP does.
     Errors are :class:`freehold.errors.ProviderError` subclasses.
+
+    Optional attribute ``inline = True``: the provider's calls are quick local work, so callers
+    make them in their own thread instead of on a pool (and do not hedge them). Absent: False.
     """
 
     info: ProviderInfo

@@ -102,6 +102,9 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEX
 class LocalProvider:
     # os.link fails when the name exists: create-if-absent is atomic, also between processes.
     capabilities = Capabilities(conditional_put=True)
+    # Calls are quick local file-system work: callers may make them in their own thread rather
+    # than on a pool (store/replicas.py). A hung mount then blocks like any local tool would.
+    inline = True
 
     def __init__(self, root: str | os.PathLike[str], *, jurisdiction: str = "", operator: str = "",
                  fsync: bool = True) -> None:

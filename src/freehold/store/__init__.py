@@ -33,7 +33,7 @@ from .keystore import KeyStore
 from .metadata import INDEX_PREFIX, SNAPSHOT_PREFIX, SealedObjects
 from .packs import MAX_PACKS_BUFFERED, PackWriter, ShareBuffers, padded_length
 from .reader import BlobReader
-from .replicas import ReplicaSet
+from .replicas import Listing, ReplicaSet
 from .session import Session
 from .trees import TreePacks, TreeStore
 
@@ -165,9 +165,9 @@ class Operation:
             raise SnapshotNotFound(f"snapshot {sid[:12]} not found") from None
         return formats.decode(plain, formats.Snapshot, "snapshot")
 
-    def snapshots(self) -> list[tuple[str, formats.Snapshot]]:
+    def snapshots(self, listing: Listing | None = None) -> list[tuple[str, formats.Snapshot]]:
         """Every snapshot that verifies, oldest first; the others are skipped with a warning."""
-        listing = self.objects.listing(SNAPSHOT_PREFIX)
+        listing = listing or self.objects.listing(SNAPSHOT_PREFIX)
         ids = [n[len(SNAPSHOT_PREFIX):] for n in listing.names]
         jobs = [self.store.pool.submit(self.load_snapshot, sid) for sid in ids]
         out = []

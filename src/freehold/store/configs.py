@@ -92,9 +92,11 @@ class ConfigStore:
     def _verify(self, env: bytes) -> formats.Config:
         return open_config(self.keys, env)
 
-    def load(self, *, seen_generation: int = 0, vault_id: bytes | None = None) -> ConfigRead:
-        """The newest valid config over every reachable provider, the local cache and any
-        claim that a majority holds."""
+    def load(self, *, seen_generation: int = 0, vault_id: bytes | None = None, claims: bool = False) -> ConfigRead:
+        """The newest valid config over every reachable provider and the local cache; with
+        ``claims`` (writers), also any claim that a majority holds. A decided claim whose writer
+        stopped before writing ``config`` was never reported as done, so readers may ignore it;
+        a writer must not, or it would build on the generation before it."""
         copies = self.replicas.read_each(CONFIG_NAME, self._verify)
         valid: list[Verified[formats.Config]] = []
         out_bad: dict[str, str] = {}
@@ -123,7 +125,7 @@ class ConfigStore:
                 raise errors[0]
             raise VaultNotFound("no provider holds this vault's config")
         best = max(valid, key=lambda v: _rank(v.value))
-        adopted = self._majority_claim(best.value)
+        adopted = self._majority_claim(best.value) if claims else None
         if adopted is not None:
             best = adopted
         if best.value.generation < seen_generation:
@@ -203,7 +205,7 @@ class ConfigStore:
         """Apply ``mutate`` to the newest config as the next generation. Refused (ConflictError)
         when the newest is not ``seen`` (another machine changed it since) or another change
         wins the claim. Returns (new config, providers that missed it and will be healed)."""
-        current = self.load(seen_generation=seen.generation, vault_id=seen.vault_id)
+        current = self.load(seen_generation=seen.generation, vault_id=seen.vault_id, claims=True)
         cur = current.config
         if _rank(cur) != _rank(seen):
             raise ConflictError(f"the vault's config changed since this command read it (generation "

@@ -71,11 +71,21 @@ class ReplicaSet:
         seconds more; those still silent are marked slow and reported as unavailable. A slow
         provider thus costs a hedge delay, never its full timeout."""
         order = pids if pids is not None else self.ids()
-        jobs: dict[Future[R], str] = {self.pool.submit(fn, self.providers[pid]): pid for pid in order}
+        here = [pid for pid in order if _inline(self.providers[pid])]
+        jobs: dict[Future[R], str] = {self.pool.submit(fn, self.providers[pid]): pid
+                                      for pid in order if pid not in here}
         out: dict[str, R | FreeholdError] = {}
+        for pid in here:  # local work: cheaper in this thread than handed to one (GIL hand-offs)
+            try:
+                out[pid] = fn(self.providers[pid])
+            except FreeholdError as exc:
+                out[pid] = exc
         pending = set(jobs)
-        need = len(jobs) // 2 + 1 if enough is None else min(enough, len(jobs))
-        deadline: float | None = None
+        need = len(order) // 2 + 1 if enough is None else min(enough, len(order))
+        if len(out) >= need:
+            deadline: float | None = time.monotonic() + self.session.hedge_after
+        else:
+            deadline = None
         while pending:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -123,7 +133,15 @@ class ReplicaSet:
             if pid is None:
                 return False
             prov = self.providers[pid]
-            pending[self.pool.submit(_get_verified, prov, name, verify)] = pid
+            job: Future[tuple[T, bytes]] = Future()
+            if _inline(prov) and not pending:  # nothing to race: local work in this thread
+                try:
+                    job.set_result(_get_verified(prov, name, verify))
+                except FreeholdError as exc:
+                    job.set_exception(exc)
+            else:
+                job = self.pool.submit(_get_verified, prov, name, verify)
+            pending[job] = pid
             return True
 
         launch()
@@ -187,6 +205,13 @@ class ReplicaSet:
     def delete_each(self, name: str, pids: list[str] | None = None) -> dict[str, FreeholdError | None]:
         order = pids if pids is not None else self.ids()
         return self.gather(lambda p: p.delete(name), pids=order, enough=len(order))
+
+
+def _inline(prov: Provider) -> bool:
+    """A provider whose calls are quick local work (``inline = True``: a local directory) is asked
+    in the calling thread: handing a few stat calls to a thread cost more in GIL hand-offs than the
+    calls. Wrappers that add latency or faults do not say so, and are asked on the pool."""
+    return getattr(prov, "inline", False) is True
 
 
 def _get_verified(prov: Provider, name: str, verify: Callable[[bytes], T]) -> tuple[T, bytes]:
