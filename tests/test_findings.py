@@ -231,7 +231,8 @@ def test_4_a_replayed_old_config_cannot_revert_the_policy(tmp_path: Path) -> Non
         assert v.info().policy.allow == ["DE", "FR"]
 
 
-def test_4_providers_added_later_do_not_disappear_under_a_replay(tmp_path: Path) -> None:
+def _p6_added_later(tmp_path: Path) -> tuple[Env, Path, bytes, Path]:
+    """A 3-of-5 vault, a sixth provider added, a backup: (env, p6's dir, the config before, source)."""
     e = make_env(tmp_path / "v", n=6)
     e.n = 5
     e.providers, extra = e.providers[:5], e.providers[5]
@@ -241,13 +242,20 @@ def test_4_providers_added_later_do_not_disappear_under_a_replay(tmp_path: Path)
     with e.open() as v:
         v.add_provider(ProviderSpec(extra.as_uri(), name="p6"))
         v.backup([str(src)])
-        held = {s.p for r in v.packs() for s in r.shares if s}
-    assert "p6" in held
+        assert "p6" in {s.p for r in v.packs() for s in r.shares if s}
+    return e, extra, old, src
+
+
+def test_4_providers_added_later_do_not_disappear_under_a_replay(tmp_path: Path) -> None:
+    e, _, old, src = _p6_added_later(tmp_path)
     for hostile in e.providers[:2]:
         (hostile / CONFIG_NAME).write_bytes(old)
     with e.open() as v:
         assert [p.id for p in v.info().providers][-1] == "p6"
-        assert v.check(read_data=True).healthy or all(p.healed for p in v.check().problems)
+        first = v.check(read_data=True)
+        assert {(p.kind, p.provider, p.healed) for p in first.problems} == {
+            ("stale-replica", "p1", True), ("stale-replica", "p2", True)}
+        assert v.check(read_data=True).healthy
     _restored(e, tmp_path, src)
 
 
@@ -647,15 +655,7 @@ def test_4_shares_on_a_provider_the_config_does_not_name_are_no_crash(tmp_path: 
     """Every provider rolled back to a config from before p6 was added, on a machine that never saw
     the newer one: the stale config is all there is. Restore still works (p6's shares are decoded
     around) and check names the provider the config does not know, instead of a KeyError."""
-    e = make_env(tmp_path / "v", n=6)
-    e.n = 5
-    e.providers, extra = e.providers[:5], e.providers[5]
-    e.init().close()
-    old = (e.providers[0] / CONFIG_NAME).read_bytes()
-    src = write_tree(tmp_path / "src", small=30, big=2_000_000)
-    with e.open() as v:
-        v.add_provider(ProviderSpec(extra.as_uri(), name="p6"))
-        v.backup([str(src)])
+    e, extra, old, src = _p6_added_later(tmp_path)
     for p in [*e.providers, extra]:
         (p / CONFIG_NAME).write_bytes(old)
         shutil.rmtree(p / "configs", ignore_errors=True)

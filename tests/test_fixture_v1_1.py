@@ -38,6 +38,8 @@ from freehold.keys import KdfParams
 from freehold.store.packs import padme
 from freehold.vault import Vault
 
+from .stored_vaults import assert_restored
+
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURE = DATA / "vault-v1.1"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -79,40 +81,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "home"
     monkeypatch.setenv("FREEHOLD_HOME", str(h))
     return h
-
-
-def describe(root: Path) -> dict[str, dict[str, Any]]:
-    """Every entry of a restored tree (root included) as expected.json records it, by path."""
-    out: dict[str, dict[str, Any]] = {}
-    base = root.parent
-    for dirpath, dirnames, filenames in os.walk(root):
-        paths = [Path(dirpath)] if Path(dirpath) == root else []
-        paths += [Path(dirpath) / name for name in dirnames + filenames]
-        for p in paths:
-            st = p.lstat()
-            entry: dict[str, Any] = {"path": str(p.relative_to(base)), "mode": st.st_mode & 0o7777,
-                                     "mtime_ns": st.st_mtime_ns}
-            if p.is_symlink():
-                target = os.fsencode(os.readlink(p))
-                entry.update(type="symlink", size=len(target), target=os.fsdecode(target),
-                             blake3=blake3.blake3(target).hexdigest())
-            elif p.is_dir():
-                entry.update(type="dir")
-            else:
-                data = p.read_bytes()
-                entry.update(type="file", size=len(data), blake3=blake3.blake3(data).hexdigest())
-            out[entry["path"]] = entry
-    return out
-
-
-def assert_restored(target: Path, snap: dict[str, Any]) -> None:
-    roots = sorted(os.listdir(target))
-    assert roots == [Path(p).name for p in snap["paths"]], roots
-    got = describe(target / roots[0])
-    want = {e["path"]: e for e in snap["entries"]}
-    assert sorted(got) == sorted(want), sorted(set(got) ^ set(want))
-    wrong = [(want[p], got[p]) for p in want if got[p] != want[p]]
-    assert not wrong, wrong[:3]
 
 
 def assert_snapshots(v: Vault, expected: list[dict[str, Any]]) -> None:

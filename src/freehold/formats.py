@@ -15,7 +15,8 @@ import msgspec
 
 from .errors import IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1       # every structure's `v`; format 1.1 adds optional fields only (design.md)
+FORMAT_REVISION = "1.1"  # what this code writes
 
 # Envelope body encodings (the envelope header's fifth byte).
 ENC_NONE = 0
@@ -47,7 +48,7 @@ class ShareRecord(msgspec.Struct, frozen=True):
 
 class PackRecord(msgspec.Struct, frozen=True):
     id: bytes          # 32-byte keyed BLAKE3 of the pack bytes; names the share objects
-    len: int           # pack length before padding
+    len: int           # pack length (1.1: padding included, design.md §8), before erasure-code padding
     k: int
     n: int
     shares: list[ShareRecord | None]   # index i = share i; None = not written (degraded)
