@@ -15,7 +15,7 @@ LAYERS: dict[str, float] = {
     "crypto": 2, "chunking": 2, "erasure": 2, "progress": 2, "placement": 2,
     "providers": 3, "keys": 3, "guardians": 3, "guardian_pages": 3.5,
     "store": 4, "state": 4, "api": 4,
-    "testing": 5, "pipeline": 5, "restore": 5, "checker": 5, "assembly": 5,
+    "testing": 5, "pipeline": 5, "restore": 5, "checker": 5, "assembly": 5, "reports": 5,
     "vault": 6,
     "console": 7, "cli": 7.5,
     "demo": 8,

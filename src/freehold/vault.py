@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from . import erasure, formats, keys, placement, state
+from . import erasure, formats, keys, placement, reports, state
 from .api import BackupResult, CheckReport, KeyChange, KeyInfo, Outcome, ProviderStatus, VaultInfo
 from .assembly import (
     ProviderSpec,
@@ -73,13 +73,14 @@ def default_home() -> Path:
 
 class Vault:
     def __init__(self, home: Path, store: Store, master: bytes | None, key_id: str | None,
-                 on_disk: state.LocalState | None, hedge_after: float = 2.0) -> None:
+                 on_disk: state.LocalState | None, hedge_after: float = 2.0,
+                 opened: ConfigRead | None = None) -> None:
         self.home = home
         self._store = store
         self._master = master          # kept in memory only, for key and guardian operations
         self.key_id = key_id           # the key object that opened this session, if any
         self._on_disk = on_disk        # vault.json as last read or written (None: not yet written)
-        self._opened: ConfigRead | None = None  # the config as opening read it: healed by the first backup
+        self._opened = opened          # the config as opening read it: healed by the first backup
         self.hedge_after = hedge_after
         self.last_outcome = Outcome()
 
@@ -217,9 +218,8 @@ class Vault:
         except BaseException:
             store.close()
             raise
-        vault = cls(home, store, master, kid, local, hedge_after)
+        vault = cls(home, store, master, kid, local, hedge_after, read)
         vault.last_outcome = outcome_of(session)
-        vault._opened = read
         return vault
 
     @classmethod
@@ -422,24 +422,8 @@ class Vault:
         return entry
 
     def provider_status(self) -> list[ProviderStatus]:
-        held: dict[str, tuple[int, int]] = {}
-        for rec in self._store.index.packs():
-            for share in rec.shares:
-                if share is not None:
-                    c, b = held.get(share.p, (0, 0))
-                    held[share.p] = (c + 1, b + share.z)
         op = self._op()
-        got = op.replicas.gather(lambda p: p.head(CONFIG_NAME), pids=list(self._store.providers))
-        out = []
-        for entry in self._store.config.providers:
-            st = ProviderStatus(entry.id, entry.url, entry.jurisdiction, entry.operator, True,
-                                shares=held.get(entry.id, (0, 0))[0], bytes=held.get(entry.id, (0, 0))[1])
-            r = got.get(entry.id)
-            if isinstance(r, FreeholdError):
-                st.healthy, st.error = False, str(r)
-            elif r is None:
-                st.healthy, st.error = False, "config object missing"
-            out.append(st)
+        out = reports.provider_status(op)
         self._finish(op)
         return out
 
@@ -575,32 +559,9 @@ class Vault:
 
     def stats(self) -> dict[str, Any]:
         op = self._op()
-        snaps = op.snapshots()
-        index = self._store.index
-        packs = index.packs()
-        logical = sum(s.size for _, s in snaps)
-        unique = index.unique_bytes()
-
-        def usage(p: Provider) -> dict[str, Any]:
-            objs = list(p.list(""))
-            return {"url": p.info.url, "objects": len(objs), "bytes": sum(z for _, z in objs)}
-
-        per_provider: dict[str, dict[str, Any]] = {}
-        for pid, got in op.replicas.gather(usage, pids=list(self._store.providers),
-                                                      enough=len(self._store.providers)).items():
-            per_provider[pid] = got if not isinstance(got, FreeholdError) else {
-                "url": self._store.providers[pid].info.url, "error": str(got), "objects": 0, "bytes": 0}
-        stored = sum(p["bytes"] for p in per_provider.values())
-        cfg = self._store.config
+        out = reports.stats(op)
         self._finish(op)
-        return {
-            "snapshots": len(snaps), "logical_bytes": logical, "unique_bytes": unique,
-            "packed_bytes": sum(p.len for p in packs), "stored_bytes": stored, "packs": len(packs),
-            "blobs": index.blob_count(), "k": cfg.k, "n": cfg.n,
-            "dedup_ratio": logical / unique if unique else 1.0,
-            "overhead_ratio": stored / unique if unique else 0.0,
-            "providers": dict(sorted(per_provider.items())),
-        }
+        return out
 
     def clear_cache(self) -> None:
         shutil.rmtree(self.home / "cache", ignore_errors=True)
