@@ -65,13 +65,14 @@ class ReplicaSet:
     # ------------------------------------------------------------------ every provider at once
 
     def gather(self, fn: Callable[[Provider], R], *, enough: int | None = None,
-               pids: list[str] | None = None) -> dict[str, R | FreeholdError]:
+               pids: list[str] | None = None, inline: bool = False) -> dict[str, R | FreeholdError]:
         """``fn`` on every usable provider in parallel: {provider: result or error}. Once
         ``enough`` of them have answered (default: a majority), the rest get ``hedge_after``
         seconds more; those still silent are marked slow and reported as unavailable. A slow
-        provider thus costs a hedge delay, never its full timeout."""
+        provider thus costs a hedge delay, never its full timeout. ``inline``: quick reads, made
+        in this thread on providers that allow it (writes wait on fsyncs: those go in parallel)."""
         order = pids if pids is not None else self.ids()
-        here = [pid for pid in order if _inline(self.providers[pid])]
+        here = [pid for pid in order if inline and _inline(self.providers[pid])]
         jobs: dict[Future[R], str] = {self.pool.submit(fn, self.providers[pid]): pid
                                       for pid in order if pid not in here}
         out: dict[str, R | FreeholdError] = {}
@@ -104,7 +105,7 @@ class ReplicaSet:
         return out
 
     def listing(self, prefix: str, *, enough: int | None = None) -> Listing:
-        got = self.gather(lambda p: [name for name, _ in p.list(prefix)], enough=enough)
+        got = self.gather(lambda p: [name for name, _ in p.list(prefix)], enough=enough, inline=True)
         out = Listing()
         for pid, result in got.items():
             if isinstance(result, FreeholdError):
@@ -176,7 +177,7 @@ class ReplicaSet:
             value, raw = _get_verified(prov, name, verify)
             return Verified(value, raw, "")
 
-        got = self.gather(one, enough=enough)
+        got = self.gather(one, enough=enough, inline=True)
         return {pid: (r if isinstance(r, FreeholdError) else Verified(r.value, r.raw, pid))
                 for pid, r in got.items()}
 
