@@ -666,3 +666,23 @@ def test_4_shares_on_a_provider_the_config_does_not_name_are_no_crash(tmp_path: 
         kinds = {(p.kind, p.provider) for p in v.check(read_data=True).problems}
     same_tree(src, tmp_path / "out" / src.name)
     assert ("unknown-provider", "p6") in kinds
+
+
+def test_8_a_change_whose_writer_stopped_after_winning_its_claim_is_finished_by_the_next(tmp_path: Path) -> None:
+    e, _, _ = _vault(tmp_path)
+    with e.open() as v:
+        v.set_policy(formats.Policy(max_per_operator=7))  # generation 2, everywhere
+    before = {p: (p / CONFIG_NAME).read_bytes() for p in e.providers}
+    laptop2 = tmp_path / "laptop2"
+    with Vault.recover([e.urls[0]], passphrase=PASS, home=laptop2) as v:
+        v.set_policy(formats.Policy(max_per_operator=6))  # generation 3, by another machine ...
+    for p, old in before.items():  # ... as if its writer had died after the claims, before `config`
+        (p / CONFIG_NAME).write_bytes(old)
+    with e.open() as v:  # readers see generation 2 (3 was never reported done) ...
+        assert v.info().policy.max_per_operator == 7
+        with pytest.raises(ConflictError):  # ... a writer adopts the decided change and says retry
+            v.set_policy(formats.Policy(max_per_operator=5))
+    with e.open() as v:
+        assert v.info().policy.max_per_operator == 6
+        v.set_policy(formats.Policy(max_per_operator=5))
+        assert v.info().generation == 4

@@ -208,6 +208,9 @@ class ConfigStore:
         current = self.load(seen_generation=seen.generation, vault_id=seen.vault_id, claims=True)
         cur = current.config
         if _rank(cur) != _rank(seen):
+            # A decided change whose writer stopped before writing `config` is finished here, so
+            # that the retry (and every reader) sees it.
+            self.heal(current)
             raise ConflictError(f"the vault's config changed since this command read it (generation "
                                 f"{seen.generation} -> {cur.generation}, by another machine); nothing was "
                                 "changed: run the command again")
