@@ -439,6 +439,7 @@ def test_8_a_change_from_a_machine_that_did_not_see_the_latest_is_refused(tmp_pa
         b.add_provider(ProviderSpec(extra[1].as_uri(), name="x2"))
         with pytest.raises(ConflictError, match="run the command again"):
             a.add_provider(ProviderSpec(extra[0].as_uri(), name="x1"))
+    assert not (extra[0] / CONFIG_NAME).exists()  # the refused provider was not made a member
     with e.open() as a:  # retried: both providers are there
         a.add_provider(ProviderSpec(extra[0].as_uri(), name="x1"))
         assert [p.id for p in a.info().providers][-2:] == ["x2", "x1"]

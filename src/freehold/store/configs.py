@@ -190,7 +190,8 @@ class ConfigStore:
         real vault's config, and these keys an impostor's)."""
         if not read.confirmed:
             return []
-        targets = sorted(read.stale - self.replicas.session.down)
+        members = {p.id for p in read.config.providers}  # never a provider being added, not yet named
+        targets = sorted((read.stale & members) - self.replicas.session.down)
         if not targets:
             return []
         got = self.replicas.gather(lambda p: p.put(CONFIG_NAME, read.env), pids=targets, enough=len(targets))
