@@ -8,6 +8,7 @@ foreign copy is skipped with a warning and the next provider's copy is read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..crypto import VaultKeys, open_sealed, seal
@@ -37,7 +38,7 @@ class SealedObjects:
         self.keys = keys
         self.cache = cache
 
-    def _verifier(self, name: str, kind: int, what: str):  # type: ignore[no-untyped-def]
+    def _verifier(self, name: str, kind: int, what: str) -> Callable[[bytes], bytes]:
         name_hex = name.rsplit("/", 1)[1]
         context = name.encode()
 
