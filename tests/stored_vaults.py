@@ -3,11 +3,33 @@ expected.json records it, and the comparison."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import blake3
+
+V1 = Path(__file__).resolve().parent / "data" / "vault-v1"
+V1_AT = Path("/tmp/freehold-fixture-v1")           # where its sealed config says the providers are
+V1_LOCK = Path("/tmp/freehold-fixture-v1.lock")
+
+
+@contextlib.contextmanager
+def v1_placed() -> Iterator[Path]:
+    """The format-1 fixture's providers copied to their recorded place, one user at a time (the
+    path is fixed), removed afterwards."""
+    with open(V1_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(V1_AT, ignore_errors=True)
+        shutil.copytree(V1 / "providers", V1_AT)
+        try:
+            yield V1_AT
+        finally:
+            shutil.rmtree(V1_AT, ignore_errors=True)
 
 
 def describe(root: Path) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,6 @@ and through the command line.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -26,11 +25,10 @@ import freehold
 from freehold.errors import WrongPassphrase
 from freehold.vault import Vault
 
-from .stored_vaults import assert_restored
+from .stored_vaults import V1, V1_AT, assert_restored, v1_placed
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "vault-v1"
-AT = Path("/tmp/freehold-fixture-v1")          # where the sealed config says the providers are
-LOCK = Path("/tmp/freehold-fixture-v1.lock")
+FIXTURE = V1
+AT = V1_AT
 SRC = Path(__file__).resolve().parents[1] / "src"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
 PASSPHRASE = (FIXTURE / "passphrase.txt").read_text().rstrip("\n")
@@ -45,14 +43,8 @@ def url(pid: str) -> str:
 @pytest.fixture
 def stored() -> Iterator[Path]:
     """The fixture's providers at their recorded place (one test at a time: the path is fixed)."""
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        shutil.rmtree(AT, ignore_errors=True)
-        shutil.copytree(FIXTURE / "providers", AT)
-        try:
-            yield AT
-        finally:
-            shutil.rmtree(AT, ignore_errors=True)
+    with v1_placed() as at:
+        yield at
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ change turns its config into a 1.1 one without losing a byte.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from freehold.keys import KdfParams
 from freehold.store.packs import padme
 from freehold.vault import Vault
 
-from .stored_vaults import assert_restored
+from .stored_vaults import V1, assert_restored, v1_placed
 
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURE = DATA / "vault-v1.1"
@@ -51,9 +50,7 @@ PROVIDERS = [f"p{i}" for i in range(1, EXPECTED["n"] + 1)]
 WRITTEN_AT = Path(EXPECTED["providers_at"])   # where the writer had them; recorded in the config
 
 # The format-1 fixture, at the fixed path its config records (shared with test_fixture_v1.py).
-V1 = DATA / "vault-v1"
-V1_AT = Path("/tmp/freehold-fixture-v1")
-V1_LOCK = Path("/tmp/freehold-fixture-v1.lock")
+
 V1_EXPECTED: dict[str, Any] = json.loads((V1 / "expected.json").read_text())
 V1_PASSPHRASE = (V1 / "passphrase.txt").read_text().rstrip("\n")
 
@@ -273,14 +270,8 @@ def test_recover_restore_and_check_with_the_cli(moved: Path, home: Path, tmp_pat
 @pytest.fixture
 def v1_stored() -> Iterator[Path]:
     """A copy of the format-1 fixture at its recorded place, under test_fixture_v1.py's lock."""
-    with open(V1_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        shutil.rmtree(V1_AT, ignore_errors=True)
-        shutil.copytree(V1 / "providers", V1_AT)
-        try:
-            yield V1_AT
-        finally:
-            shutil.rmtree(V1_AT, ignore_errors=True)
+    with v1_placed() as at:
+        yield at
 
 
 def test_a_v1_vault_upgraded_by_a_key_change(v1_stored: Path, home: Path, tmp_path: Path) -> None:
