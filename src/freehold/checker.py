@@ -40,7 +40,7 @@ from .crypto import KIND_INDEX, KIND_SNAPSHOT
 from .errors import FreeholdError, ProviderError
 from .formats import PackRecord, ShareRecord
 from .store import Operation
-from .store.configs import CONFIG_NAME, ConfigRead
+from .store.configs import CONFIG_NAME, ConfigRead, admits
 from .store.keystore import KEYS_PREFIX
 from .store.metadata import INDEX_PREFIX, MARKER_PREFIX, SNAPSHOT_PREFIX, ReplicaFinding
 from .store.packs import DATA_PREFIX, share_name
@@ -167,20 +167,17 @@ class Checker:
     def _keys(self) -> None:
         cfg = self.op.config
         listing = self.op.replicas.listing(KEYS_PREFIX)
-        revoked = set(cfg.revoked)
+        purged = self.op.keystore.purge_revoked(set(cfg.revoked), listing)
         for name in listing.names:
-            kid = name[len(KEYS_PREFIX):]
             self.report.replicas += 1
-            if kid in revoked:
-                got = self.op.replicas.delete_each(name, pids=sorted(listing.held[name]))
-                for pid in sorted(listing.held[name]):
-                    ok = not isinstance(got.get(pid), FreeholdError)
+            if name in purged:
+                for pid, ok in purged[name].items():
                     self.report.healed += ok
                     self.report.problems.append(Problem(REVOKED_KEY, "a revoked key object is back; deleted"
                                                         if ok else "a revoked key object is back", pid, name,
                                                         healed=ok))
                 continue
-            if cfg.keys and kid not in cfg.keys:
+            if not admits(cfg, name[len(KEYS_PREFIX):]):
                 for pid in sorted(listing.held[name]):
                     self.report.problems.append(Problem(UNKNOWN_KEY, "a key object the config does not name "
                                                         "(planted, or another machine's change in progress)",

@@ -57,7 +57,7 @@ from .providers import Provider
 from .restore import Restore, RestoreStats
 from .store import Operation, Session, Store
 from .store.cache import LocalCache
-from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, seal_config
+from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, admits, seal_config
 from .store.keystore import KEYS_PREFIX
 from .store.metadata import INDEX_PREFIX, SNAPSHOT_PREFIX
 from .store.replicas import Listing
@@ -208,7 +208,7 @@ class Vault:
             drop_unlisted(store, config)
             store.cache = LocalCache(cache_dir(home, config.vault_id))
             store.attach(config, vkeys)
-            if kid is not None and (kid in config.revoked or (config.keys and kid not in config.keys)):
+            if kid is not None and not admits(config, kid):
                 raise WrongPassphrase("this passphrase was revoked (see 'freehold keys list')")
             if not read.confirmed:  # the providers the config names do not hold it: not this vault's key
                 raise WrongPassphrase("wrong passphrase: the key it opens belongs to a config most of the "
@@ -303,7 +303,7 @@ class Vault:
         cfg = self._store.config
         out = []
         for kid in op.keystore.ids():
-            if kid in cfg.revoked or (cfg.keys and kid not in cfg.keys):
+            if not admits(cfg, kid):
                 continue
             vs = op.keystore.versions(kid, cfg.vault_id)
             if vs:
@@ -323,8 +323,7 @@ class Vault:
         vault now on the providers (the first change records them)."""
         if cfg.keys:
             return list(cfg.keys)
-        return [kid for kid in op.keystore.ids() if kid not in cfg.revoked
-                and op.keystore.versions(kid, cfg.vault_id)]
+        return [kid for kid in op.keystore.ids() if admits(cfg, kid) and op.keystore.versions(kid, cfg.vault_id)]
 
     def add_key(self, passphrase: str, kdf: keys.KdfParams | None = None) -> KeyChange:
         """Another passphrase for the vault: a key object on a quorum of providers, then a config
@@ -499,11 +498,7 @@ class Vault:
                                    (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
             listings[prefix] = op.objects.listing(prefix)
             op.objects.heal(op.objects.survey(prefix, kind, what, listings[prefix]), kind, what)
-        revoked = set(self._store.config.revoked)
-        if revoked:
-            for name in op.replicas.listing(KEYS_PREFIX).names:
-                if name[len(KEYS_PREFIX):] in revoked:
-                    op.replicas.delete_each(name)
+        op.keystore.purge_revoked(set(self._store.config.revoked))
         return listings[SNAPSHOT_PREFIX]
 
     def _notice_missing_snapshot(self, op: Operation, snaps: list[tuple[str, formats.Snapshot]]) -> None:

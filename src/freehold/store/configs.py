@@ -50,6 +50,11 @@ def open_config(keys: VaultKeys, env: bytes) -> formats.Config:
     return formats.decode(plain, formats.Config, "config")
 
 
+def admits(config: formats.Config, key_id: str) -> bool:
+    """Whether a key object may open the vault: not revoked, and listed (1.1) or any (version 1)."""
+    return key_id not in config.revoked and (not config.keys or key_id in config.keys)
+
+
 def majority(config: formats.Config) -> int:
     return len(config.providers) // 2 + 1
 

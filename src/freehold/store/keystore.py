@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .. import formats, keys
 from ..errors import FreeholdError, ObjectNotFound, ProviderUnavailable, VaultNotFound, WrongPassphrase
-from .replicas import ReplicaSet, Verified
+from .replicas import Listing, ReplicaSet, Verified
 
 KEYS_PREFIX = "keys/"
 MAX_UNKNOWN = 4          # key objects this machine does not know, tried per unlock at most
@@ -121,6 +121,20 @@ class KeyStore:
             self.replicas.delete_each(name)
             raise
         return kid, sorted(set(self.replicas.providers) - set(written))
+
+    def purge_revoked(self, revoked: set[str], listing: Listing | None = None) -> dict[str, dict[str, bool]]:
+        """Delete every revoked key object wherever it is listed (a provider that missed the
+        revocation, or one replaying the object): {name: {provider: deleted}}."""
+        if not revoked:
+            return {}
+        listing = listing or self.replicas.listing(KEYS_PREFIX)
+        out: dict[str, dict[str, bool]] = {}
+        for name in listing.names:
+            if name[len(KEYS_PREFIX):] in revoked:
+                holders = sorted(listing.held[name])
+                got = self.replicas.delete_each(name, pids=holders)
+                out[name] = {pid: not isinstance(got.get(pid), FreeholdError) for pid in holders}
+        return out
 
     def delete(self, kid: str) -> tuple[list[str], list[str]]:
         """Delete a key object everywhere reachable: (deleted on, still pending on)."""

@@ -104,8 +104,8 @@ class ReplicaSet:
                                                f"{self.session.hedge_after:g} s")
         return out
 
-    def listing(self, prefix: str, *, enough: int | None = None) -> Listing:
-        got = self.gather(lambda p: [name for name, _ in p.list(prefix)], enough=enough, inline=True)
+    def listing(self, prefix: str) -> Listing:
+        got = self.gather(lambda p: [name for name, _ in p.list(prefix)], inline=True)
         out = Listing()
         for pid, result in got.items():
             if isinstance(result, FreeholdError):
@@ -170,14 +170,13 @@ class ReplicaSet:
                 return Verified(value, raw, pid)
         raise _read_failure(name, failures)
 
-    def read_each(self, name: str, verify: Callable[[bytes], T], *,
-                  enough: int | None = None) -> dict[str, Verified[T] | FreeholdError]:
+    def read_each(self, name: str, verify: Callable[[bytes], T]) -> dict[str, Verified[T] | FreeholdError]:
         """Every usable provider's copy of ``name``, verified (or the reason it is not)."""
         def one(prov: Provider) -> Verified[T]:
             value, raw = _get_verified(prov, name, verify)
             return Verified(value, raw, "")
 
-        got = self.gather(one, enough=enough, inline=True)
+        got = self.gather(one, inline=True)
         return {pid: (r if isinstance(r, FreeholdError) else Verified(r.value, r.raw, pid))
                 for pid, r in got.items()}
 
