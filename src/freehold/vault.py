@@ -516,8 +516,7 @@ class Vault:
 
     def snapshot(self, ref: str) -> tuple[str, formats.Snapshot]:
         op = self._op()
-        sid = op.resolve_snapshot(ref)
-        snap = op.load_snapshot(sid)
+        sid, snap = op.resolve_snapshot(ref)
         self._finish(op)
         return sid, snap
 

@@ -179,14 +179,16 @@ class Operation:
         out.sort(key=lambda x: (x[1].time, x[0]))
         return out
 
-    def resolve_snapshot(self, ref: str) -> str:
+    def resolve_snapshot(self, ref: str) -> tuple[str, formats.Snapshot]:
+        """(id, snapshot) for ``latest`` or a unique id prefix of at least 4 characters, among the
+        snapshots that verify."""
         snaps = self.snapshots()
         if ref == "latest":
             if not snaps:
                 raise SnapshotNotFound("the vault has no snapshots yet")
-            return snaps[-1][0]
+            return snaps[-1]
         ref_l = ref.lower()
-        matches = [s for s, _ in snaps if s.startswith(ref_l)] if len(ref_l) >= 4 else []
+        matches = [(s, snap) for s, snap in snaps if s.startswith(ref_l)] if len(ref_l) >= 4 else []
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
