@@ -103,7 +103,7 @@ def test_k_n_out_of_range(env: Env, k: str, n: str) -> None:
 
 def test_no_vault_and_unknown_provider_url(env: Env) -> None:
     proc = env.cli("snapshots", check=False)
-    assert proc.returncode == 3 and "freehold init" in proc.stderr
+    assert proc.returncode == 11 and "freehold init" in proc.stderr
     _no_traceback(proc)
     proc = env.cli("init", "ftp://example/x", *env.urls[1:], check=False)
     assert proc.returncode == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import formats
 
@@ -106,3 +106,32 @@ class BackupResult(NamedTuple):
     id: str
     snapshot: formats.Snapshot
     stats: object                 # pipeline.BackupStats (what the providers did: Vault.last_outcome)
+
+
+OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    """What a backup takes from its paths (restic's selection options, same meanings)."""
+    excludes: tuple[str, ...] = ()         # patterns (restic syntax: *, ?, [..], **; '/'-anchored)
+    iexcludes: tuple[str, ...] = ()        # the same, case-insensitive
+    exclude_files: tuple[str, ...] = ()    # files of patterns, one a line, '#' comments
+    iexclude_files: tuple[str, ...] = ()
+    exclude_caches: bool = False           # directories holding a valid CACHEDIR.TAG
+    exclude_if_present: tuple[str, ...] = ()  # directories holding a file of this name
+    exclude_larger_than: int | None = None  # bytes
+    one_file_system: bool = False
+    files_from: tuple[str, ...] = ()       # files listing paths to back up, one a line
+    dry_run: bool = False                  # report what would be stored; write nothing
+    stdin: Any = None                      # a binary stream to store as one file ...
+    stdin_filename: str = "stdin"          # ... under this name
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    includes: tuple[str, ...] = ()         # snapshot paths (or patterns) to restore; () = all
+    excludes: tuple[str, ...] = ()         # snapshot paths (or patterns) to leave out
+    overwrite: str = "always"              # one of OVERWRITE_MODES
+    delete: bool = False                   # remove target files the snapshot does not hold
+    dry_run: bool = False

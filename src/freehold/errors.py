@@ -43,8 +43,14 @@ class UsageError(FreeholdError):
     exit_code = 2
 
 
-class VaultNotFound(FreeholdError):
+class Incomplete(FreeholdError):
+    """The job finished but left things out: a backup saved without files it could not read,
+    a restore that could not write some files. Exit 3, as restic's incomplete snapshot."""
     exit_code = 3
+
+
+class VaultNotFound(FreeholdError):
+    exit_code = 11
 
 
 class WrongPassphrase(FreeholdError):

@@ -15,8 +15,8 @@ import msgspec
 
 from .errors import IntegrityError
 
-FORMAT_VERSION = 1       # every structure's `v`; format 1.1 adds optional fields only (design.md)
-FORMAT_REVISION = "1.1"  # what this code writes
+FORMAT_VERSION = 1       # every structure's `v`; formats 1.1 and 1.2 add optional fields only (design.md)
+FORMAT_REVISION = "1.2"  # what this code writes
 
 # Envelope body encodings (the envelope header's fifth byte).
 ENC_NONE = 0
@@ -60,9 +60,31 @@ class IndexFile(msgspec.Struct, frozen=True):
     packs: list[PackRecord]
 
 
+class Xattr(msgspec.Struct, frozen=True):
+    """1.2: one extended attribute (POSIX ACLs are the ``system.posix_acl_*`` ones)."""
+    n: bytes                           # name, as the OS gave it (e.g. b"user.comment")
+    v: bytes                           # value
+
+
+class Meta(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.2: a node's metadata beyond mode and mtime (design.md §11). Its own struct so that Node
+    keeps at most 15 fields: msgspec writes a fixmap header only for structs of up to 15 fields,
+    and the 1.0/1.1 node encoding (and its known-answer vector) stays byte-identical."""
+    uid: int | None = None             # owner and group ids (None: not recorded)
+    gid: int | None = None
+    user: str = ""                     # their names where they mapped at backup time
+    group: str = ""
+    atime: int = 0                     # access time, ns (0: not recorded)
+    nlink: int = 0                     # files: link count when > 1 (hardlinks: same dev and ino)
+    rdev: int = 0                      # chardev/blockdev: device number
+    sparse: bool = False               # files: had holes at backup time (restored with holes)
+    torn: bool = False                 # files: still changing after a second read (content may mix)
+    xattrs: list[Xattr] = []           # extended attributes (POSIX ACLs among them), sorted by name
+
+
 class Node(msgspec.Struct, frozen=True, omit_defaults=True):
     name: bytes
-    type: str                          # "file" | "dir" | "symlink"
+    type: str                          # "file" | "dir" | "symlink"; 1.2: "fifo" | "chardev" | "blockdev"
     mode: int = 0
     mtime: int = 0                     # nanoseconds since the epoch
     size: int = 0
@@ -72,6 +94,7 @@ class Node(msgspec.Struct, frozen=True, omit_defaults=True):
     ino: int = 0                       # files cache: inode, device and ctime at backup time
     dev: int = 0
     ctime: int = 0
+    meta: Meta | None = None           # 1.2: what else the file is (None: not recorded)
 
 
 class Tree(msgspec.Struct, frozen=True):
@@ -90,7 +113,10 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
     dirs: int = 0
     parent: bytes | None = None
     tags: list[str] = []
-    skipped: list[str] = []            # paths that could not be read
+    skipped: list[str] = []            # paths that could not be read ("path: reason")
+    # Format 1.2:
+    torn: list[str] = []               # files that changed while read (their nodes say torn)
+    excluded: int = 0                  # paths left out by the selection (excludes, own state)
 
 
 class ProviderEntry(msgspec.Struct, frozen=True, omit_defaults=True):

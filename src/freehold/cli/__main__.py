@@ -1,0 +1,5 @@
+"""``python -m freehold.cli``."""
+
+from . import main
+
+main()

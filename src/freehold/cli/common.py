@@ -1,0 +1,131 @@
+"""What the command modules share: the Typer app, the console, common options and helpers."""
+
+from __future__ import annotations
+
+import gc
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from .. import formats, keys
+from ..errors import UsageError
+from ..vault import ProviderSpec, Vault
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Freehold: encrypted, deduplicated, erasure-coded backups on storage you choose.")
+out = Console(highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+PassFileOpt = Annotated[Path | None, typer.Option("--passphrase-file", help="Read the passphrase from FILE.",
+                                                  dir_okay=False)]
+
+
+def read_passphrase(passphrase_file: Path | None, confirm: bool = False) -> str:
+    if passphrase_file is not None:
+        try:
+            return passphrase_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read passphrase file {passphrase_file}: {exc.strerror}") from None
+    env = os.environ.get("FREEHOLD_PASSPHRASE")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError("no passphrase: set FREEHOLD_PASSPHRASE, use --passphrase-file, "
+                         "or run in a terminal")
+    first = getpass.getpass("Vault passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise UsageError("the passphrases do not match")
+    return first
+
+
+def missed(pids: list[str]) -> str:
+    if not pids:
+        return ""
+    return (f" Providers {', '.join(pids)} did not take the change; they are brought up to date the next time "
+            "they are reachable.")
+
+
+def open_vault(passphrase_file: Path | None) -> Vault:
+    vault = Vault.open(read_passphrase(passphrase_file))
+    # The index just loaded lives as long as the command: keep the cyclic GC from rescanning it
+    # at every full collection (see tune_gc).
+    gc.freeze()
+    return vault
+
+
+def emit(data: Any) -> None:
+    out.out(json.dumps(data, indent=2, default=str), highlight=False)
+
+
+def report(as_json: bool, data: Any, text: str) -> None:
+    """A command's result: ``data`` as JSON with --json, else ``text`` for people."""
+    if as_json:
+        emit(data)
+    else:
+        out.print(text)
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def parse_provider(value: str) -> ProviderSpec:
+    """NAME=URL,jurisdiction=XX,operator=Y or a plain URL."""
+    head, *opts = value.split(",")
+    name, sep, rest = head.partition("=")
+    spec = ProviderSpec(rest, name=name) if sep and "://" not in name else ProviderSpec(head)
+    for opt in opts:
+        key, _, val = opt.partition("=")
+        if key == "jurisdiction":
+            spec.jurisdiction = val.upper()
+        elif key == "operator":
+            spec.operator = val
+        else:
+            raise UsageError(f"unknown provider option {key!r} in {value!r}")
+    return spec
+
+
+AllowOpt = Annotated[str | None, typer.Option("--allow", help="Jurisdictions shares may live in, e.g. DE,FR.")]
+MinJurOpt = Annotated[int, typer.Option("--min-jurisdictions", help="Each pack across at least this many.")]
+MaxOpOpt = Annotated[int, typer.Option("--max-per-operator", help="At most this many shares of a pack per "
+                                                                  "operator (0: no limit).")]
+
+
+def make_policy(allow: str | None, min_jurisdictions: int, max_per_operator: int) -> formats.Policy:
+    codes = [c.strip().upper() for c in (allow or "").split(",") if c.strip()]
+    for c in codes:
+        if len(c) != 2 or not c.isalpha():
+            raise UsageError(f"--allow: {c!r} is not an ISO 3166 alpha-2 code such as DE")
+    if min_jurisdictions < 1 or max_per_operator < 0:
+        raise UsageError("--min-jurisdictions must be >= 1 and --max-per-operator >= 0")
+    return formats.Policy(allow=codes, min_jurisdictions=min_jurisdictions, max_per_operator=max_per_operator)
+
+
+def new_passphrase(new_file: Path | None, env_name: str = "FREEHOLD_NEW_PASSPHRASE") -> str:
+    """The new passphrase: --new-passphrase-file, $FREEHOLD_NEW_PASSPHRASE, or asked twice."""
+    if new_file is not None:
+        return read_passphrase(new_file)
+    env = os.environ.get(env_name)
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError(f"no new passphrase: set {env_name} or use --new-passphrase-file")
+    first = getpass.getpass("New passphrase: ")
+    if getpass.getpass("Repeat new passphrase: ") != first:
+        raise UsageError("the passphrases do not match")
+    return first
+
+
+def kdf_from_env() -> keys.KdfParams | None:
+    weak = os.environ.get("FREEHOLD_KDF_MEMORY_KIB")  # test suites only: see keys.KdfParams.weak
+    return keys.KdfParams.weak(int(weak)) if weak and weak.isdigit() else None
