@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-quick bench-tahoe clean
+.PHONY: demo test lint bench bench-quick bench-tahoe clean tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,14 @@ demo: $(VENV)/.installed-app
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(VENV)/.installed-test lint
+# Debian's acl and attr give getfacl/getfattr, which the metadata round-trip tests compare against.
+tools:
+	@command -v getfacl >/dev/null && command -v getfattr >/dev/null || \
+	  apt-get install -y -q acl attr >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q acl attr >/dev/null 2>&1) || \
+	  echo "note: cannot install acl and attr: the getfacl/getfattr comparisons will be skipped"
+
+test: $(VENV)/.installed-test lint tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(VENV)/.installed-test
