@@ -11,10 +11,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "freehold"
 
 LAYERS: dict[str, float] = {
     "errors": 0,
-    "formats": 1, "isal": 1, "filewriter": 1,
+    "formats": 1, "isal": 1, "filewriter": 1, "targetfs": 1.5,
     "crypto": 2, "chunking": 2, "erasure": 2, "progress": 2, "placement": 2,
     "providers": 3, "keys": 3, "guardians": 3, "guardian_pages": 3.5,
     "store": 4, "state": 4, "api": 4,
+    "selection": 2, "sources": 4.5, "walker": 4.5,   # the backup's selection, sources and walk (pipeline)
+    "restore_files": 4.5, "restore_select": 4.5,
     "testing": 5, "pipeline": 5, "restore": 5, "checker": 5, "assembly": 5, "reports": 5,
     "vault": 6,
     "console": 7, "cli": 7.5,
@@ -24,7 +26,8 @@ LAYERS: dict[str, float] = {
 INTERFACES = {"cli", "demo"}
 INTERFACE_MAY_IMPORT = {"vault", "api", "errors", "progress", "cli", "demo", "__init__", "__version__",
                         # value types the CLI builds from its options or prints
-                        "formats", "keys", "placement", "guardians", "guardian_pages", "console"}
+                        "formats", "keys", "placement", "guardians", "guardian_pages", "console",
+                        "selection"}  # pure: the CLI parses --exclude-larger-than sizes with it
 # Which modules may read the process environment (configuration enters at the edges only).
 ENVIRON_ALLOWED = {"cli", "vault", "testing"}
 ENV_NAMES = ("environ", "getenv", "environb", "putenv")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -137,7 +144,8 @@ def test_unreadable_file_is_skipped_with_warning_and_listed(env: Env, tmp_path: 
     secret.write_text("cannot read me")
     secret.chmod(0)
     env.cli("init", *env.urls)
-    proc = env.cli("backup", str(src), prefix=_limited())
+    proc = env.cli("backup", str(src), prefix=_limited(), check=False)
+    assert proc.returncode == 3, proc.stderr  # saved, but incomplete
     assert "skipped" in proc.stderr and "locked.txt" in proc.stderr
     assert "locked.txt" in proc.stdout.split("skipped:")[-1]
     sid = proc.stdout.strip().splitlines()[-1]
@@ -268,3 +276,211 @@ def test_restore_into_bad_targets_is_a_clear_error(env: Env, tmp_path: Path) -> 
         assert proc.returncode == code and words in proc.stderr, proc.stderr
         _no_traceback(proc)
     ro.chmod(0o755)
+
+
+# -- issue 12: Ctrl-C, snapshot prefixes, paths, tables, times, usage errors, --json -----------------
+
+INTERRUPTED_BACKUP = ("freehold: interrupted: no new snapshot was saved; earlier snapshots are intact "
+                      "(data already stored is reused by the next backup)")
+INTERRUPTED_RESTORE = re.compile(r"freehold: interrupted: (\d+) files? restored so far (?:is|are) complete; "
+                                 r"run the same restore again to finish")
+# The CLI with every ranged provider read (the data shares) slowed down: a restore that takes long.
+SLOW_READS = """
+import time
+from freehold.providers.local import LocalProvider
+get = LocalProvider.get
+def slow(self, name, start=None, end=None):
+    if start is not None:
+        time.sleep(0.3)
+    return get(self, name, start, end)
+LocalProvider.get = slow
+from freehold.cli import main
+main()
+"""
+
+
+def _interrupted(cmd: list[str], env: dict[str, str], ready: Callable[[int], bool]) -> tuple[int, str, str]:
+    """Start ``cmd``, wait until ``ready(pid)``, send SIGINT as Ctrl-C does, and collect it."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a shell would
+    deadline = time.monotonic() + 60
+    try:
+        while not ready(proc.pid):
+            assert proc.poll() is None, f"finished before it was interrupted: {proc.communicate()}"
+            assert time.monotonic() < deadline, "never became ready to interrupt"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to see what the backup reads")
+def test_ctrl_c_during_a_backup_says_what_was_kept(env: Env, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", small=10)
+    env.cli("init", *env.urls)
+    first = env.cli("backup", str(src)).stdout.split()[-1]
+    huge = src / "huge.img"
+    with open(huge, "wb") as f:  # sparse: minutes of chunking, no disk
+        f.truncate(64 * 1024 ** 3)
+    started = time.monotonic()
+    rc, _, err = _interrupted([sys.executable, "-m", "freehold.cli", "backup", str(src)], env.cli_env(),
+                                lambda pid: _has_open(pid, huge))
+    assert rc == 130, err
+    assert err.splitlines() == [INTERRUPTED_BACKUP], err
+    assert time.monotonic() - started < 60
+    assert [s["id"] for s in json.loads(env.cli("snapshots", "--json").stdout)] == [first]
+
+
+def test_ctrl_c_during_a_restore_says_what_was_kept(env: Env, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", small=30)
+    for i in range(12):
+        (src / f"big{i}.bin").write_bytes(os.urandom(6_000_000))
+    env.cli("init", *env.urls)
+    env.cli("backup", str(src))
+    target = tmp_path / "out"
+
+    def some_file_written(pid: int) -> bool:
+        return target.exists() and any(p.is_file() for p in target.rglob("*"))
+
+    rc, _, err = _interrupted([sys.executable, "-c", SLOW_READS, "restore", "latest", "--target", str(target)],
+                                env.cli_env(), some_file_written)
+    assert rc == 130, err
+    lines = err.splitlines()
+    said = INTERRUPTED_RESTORE.fullmatch(lines[0]) if len(lines) == 1 else None
+    assert said, err
+    complete = [p for p in (target / "src").rglob("*") if p.is_file() and not p.is_symlink()
+                and (src / p.relative_to(target / "src")).is_file()
+                and (src / p.relative_to(target / "src")).read_bytes() == p.read_bytes()]
+    assert int(said.group(1)) <= len(complete)  # that many are complete under their final names
+    env.cli("restore", "latest", "--target", str(target))  # "run the same restore again to finish"
+    same_tree(src, target / "src")
+
+
+def _ids_sharing_a_first_character(env: Env, src: Path) -> list[str]:
+    """Back up until two snapshot ids start alike (at most 17 backups: pigeonhole)."""
+    ids: list[str] = []
+    with env.open() as v:
+        while len({i[0] for i in ids}) == len(ids):
+            (src / "n").write_text(str(len(ids)))
+            ids.append(v.backup([str(src)]).id)
+    return ids
+
+
+def test_any_unique_prefix_names_a_snapshot(env: Env, tmp_path: Path) -> None:
+    env.cli("init", *env.urls)
+    src = write_tree(tmp_path / "src", small=3)
+    ids = _ids_sharing_a_first_character(env, src)
+    for sid in ids:
+        short = next(sid[:n] for n in range(1, 65) if sum(i.startswith(sid[:n]) for i in ids) == 1)
+        listing = json.loads(env.cli("ls", short, "src/n", "--json").stdout)
+        assert listing[0]["size"] == len(str(ids.index(sid)))
+    shared = ids[-1][0]
+    proc = env.cli("ls", shared, check=False)
+    many = sum(i.startswith(shared) for i in ids)
+    assert proc.returncode == 5 and "ambiguous" in proc.stderr and f"{many} snapshots" in proc.stderr
+    _no_traceback(proc)
+    assert env.cli("ls", "latest", "src/n").stdout.strip().endswith("src/n")
+
+
+def test_ls_takes_the_original_absolute_paths_and_normalises(env: Env, tmp_path: Path) -> None:
+    env.cli("init", *env.urls)
+    src = write_tree(tmp_path / "src", small=10)
+    env.cli("backup", str(src))
+    by_abs = json.loads(env.cli("ls", "latest", str(src / "d0"), "--json").stdout)
+    by_name = json.loads(env.cli("ls", "latest", "src/d0", "--json").stdout)
+    assert by_abs == by_name and by_abs[0]["path"] == "src/d0"
+    for spelling in ["./src//d0/", "src/d0/", "/src/d0", f"{src}/./d0/", f"{src}/e/../d0"]:
+        first = env.cli("ls", "latest", spelling).stdout.splitlines()[0]
+        assert first.endswith("  src/d0"), (spelling, first)
+    assert env.cli("ls", "latest", str(src)).stdout.splitlines()[0].endswith("  src")
+    proc = env.cli("ls", "latest", str(tmp_path / "elsewhere"), check=False)
+    assert proc.returncode == 2 and "not in this snapshot" in proc.stderr and str(src) in proc.stderr
+    _no_traceback(proc)
+
+
+def test_output_is_never_cut_when_not_a_terminal(env: Env, tmp_path: Path) -> None:
+    env.cli("init", *env.urls)
+    deep = tmp_path / ("a-rather-long-directory-name-" * 6) / ("and-a-long-file-name-" * 5 + ".txt")
+    deep.parent.mkdir(parents=True)
+    deep.write_text("x")
+    env.cli("backup", str(deep.parent))
+    assert str(deep.parent) in env.cli("snapshots").stdout
+    assert f"{deep.parent.name}/{deep.name}" in env.cli("ls", "latest").stdout
+    for url in env.urls:
+        assert url in env.cli("provider", "list").stdout and url in env.cli("stats").stdout
+    proc = env.cli("ls", "latest", str(deep) + "-missing", check=False)
+    assert str(deep) + "-missing" in proc.stderr
+
+
+TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0100"  # local time with its offset, to the second
+
+
+def test_times_are_local_with_their_offset_everywhere(env: Env, tmp_path: Path) -> None:
+    env.cli("init", *env.urls)
+    src = write_tree(tmp_path / "src", small=2)
+    env.cli("backup", str(src))
+    tz = {**env.cli_env(), "TZ": "XYZ-1"}  # UTC+1, no tzdata needed
+    snaps = env.cli("snapshots", env_override=tz).stdout.splitlines()
+    assert re.search(rf"  {TIME}  {re.escape(str(src))}  ", snaps[1]), snaps
+    assert re.search(rf"  {TIME}  argon2id", env.cli("keys", "list", env_override=tz).stdout)
+    one = next(ln for ln in env.cli("ls", "latest", env_override=tz).stdout.splitlines() if ln.endswith("src/one"))
+    assert "2001-09-09 02:46:40 +0100  src/one" in one  # its mtime is 1,000,000,000.123456789 s
+    js = json.loads(env.cli("snapshots", "--json", env_override=tz).stdout)[0]
+    assert datetime.fromisoformat(js["time"]).utcoffset() is not None
+    assert any(e["mtime_ns"] == 1_000_000_000_123_456_789
+               for e in json.loads(env.cli("ls", "latest", "--json").stdout))
+    assert datetime.fromisoformat(json.loads(env.cli("keys", "list", "--json").stdout)[0]["created"]).utcoffset() \
+        is not None
+
+
+@pytest.mark.parametrize("args,words", [
+    (["ls"], "missing argument"),
+    (["ls", "--bogus", "latest"], "no such option: --bogus"),
+    (["init", "--k", "x"], "'x' is not a valid int"),
+    (["nosuch"], "no such command 'nosuch'"),
+    (["keys", "nosuch"], "no such command 'nosuch'"),
+    (["snapshots", "extra"], "unexpected extra argument"),
+])
+def test_usage_errors_are_one_line(env: Env, args: list[str], words: str) -> None:
+    proc = env.cli(*args, check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+    line = proc.stderr.strip()
+    command = " ".join(["freehold", *[a for a in args[:2] if a in ("ls", "init", "keys", "snapshots")]])
+    assert line.startswith("freehold: error: ") and words in line, line
+    assert line.endswith(f"(see '{command} --help')"), line
+
+
+def test_every_command_takes_json(env: Env, tmp_path: Path) -> None:
+    assert json.loads(env.cli("version", "--json").stdout)["version"]
+    from typer.main import get_command
+
+    from freehold.cli import app
+
+    def leaves(cmd: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+        subs = getattr(cmd, "commands", None)
+        if subs is None:
+            return [(path, cmd)]
+        return [leaf for name, sub in subs.items() for leaf in leaves(sub, (*path, name))]
+
+    missing = [" ".join(path) for path, cmd in leaves(get_command(app))
+               if not any("--json" in p.opts for p in cmd.params)]  # type: ignore[attr-defined]
+    assert not missing, missing

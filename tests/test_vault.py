@@ -65,33 +65,6 @@ def test_ten_thousand_small_files(env: Env, tmp_path: Path) -> None:
         assert len([f for f in (p / "data").rglob("*") if f.is_file()]) <= 3
 
 
-@pytest.mark.parametrize("cold", [False, True])
-def test_small_files_are_read_ahead_only_when_reads_wait_on_the_disk(
-        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: bool) -> None:
-    """Cached reads stay on the main thread (fewer GIL hand-offs); reads slower than the
-    threshold switch the backup to the read-ahead pool. Either way the snapshot is complete."""
-    import threading
-
-    from freehold import pipeline
-
-    monkeypatch.setattr(pipeline, "COLD_READ_S", 0.0 if cold else 10.0)
-    readers: set[str] = set()
-    real = pipeline._read_small
-
-    def spying(path: str, size: int) -> bytes:
-        readers.add(threading.current_thread().name)
-        return real(path, size)
-
-    monkeypatch.setattr(pipeline, "_read_small", spying)
-    src = write_tree(tmp_path / "src", small=300)
-    with env.init() as v:
-        sid, _, _ = v.backup([str(src)])
-        v.restore(sid, tmp_path / "out")
-    same_tree(src, tmp_path / "out" / "src")
-    pooled = {name for name in readers if name.startswith("freehold-read")}
-    assert bool(pooled) == cold, readers
-
-
 def test_restore_of_one_path_and_ls(env: Env, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", small=30)
     with env.init() as v:

@@ -1,16 +1,18 @@
 """What the command line shows on the terminal besides its results: progress (a bar on a
-terminal, warning lines elsewhere), warnings once each, and the process tuning of a short-lived
-command (docs/performance.md)."""
+terminal, warning lines elsewhere), warnings once each, the one line an interrupted command
+leaves (what was kept), and the process tuning of a short-lived command (docs/performance.md)."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -22,7 +24,17 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 PROGRESS_EVERY = 0.05  # seconds between progress bar updates
 
 
-class BarProgress:
+class Counts:
+    """What a job has finished so far, for the line an interruption prints."""
+
+    files_done = 0     # files complete under their final names (restore)
+    bytes_done = 0
+
+    def file_done(self, files: int = 1) -> None:
+        self.files_done += files
+
+
+class BarProgress(Counts):
     """Adapts the vault's progress callbacks to a rich progress bar on stderr, shown once work starts."""
 
     def __init__(self, label: str) -> None:
@@ -54,6 +66,7 @@ class BarProgress:
         # Called once per file or chunk; rich's bookkeeping per call cost ~0.5 CPU s for 20,000
         # small files, so updates are passed on at most every PROGRESS_EVERY seconds.
         self._pending += size
+        self.bytes_done += size
         now = time.monotonic()
         if self.task is not None and now - self._last >= PROGRESS_EVERY:
             self.bar.advance(self.task, self._pending)
@@ -71,26 +84,78 @@ class BarProgress:
             self.bar.stop()
 
 
-class LineProgress(NullProgress):
-    """Progress where stderr is not a terminal (a log, a pipe): no bar to redraw, warnings as lines."""
+class QuietProgress(Counts, NullProgress):
+    """--json: nothing shown; only counted."""
 
-    def warn(self, message: str) -> None:
-        err.print(f"warning: {message}", markup=False, highlight=False)
+    def advance(self, size: int) -> None:
+        self.bytes_done += size
 
     def stop(self) -> None:
         pass
 
 
+class LineProgress(QuietProgress):
+    """Progress where stderr is not a terminal (a log, a pipe): no bar to redraw, warnings as lines."""
+
+    def warn(self, message: str) -> None:
+        err.print(f"warning: {message}", markup=False, highlight=False)
+
+
 @contextmanager
-def progress_for(label: str, quiet: bool) -> Iterator[BarProgress | LineProgress | None]:
-    if quiet:
-        yield None
-        return
-    prog = BarProgress(label) if err.is_terminal else LineProgress()
+def progress_for(label: str, quiet: bool) -> Iterator[BarProgress | QuietProgress]:
+    """The progress of a ``backup`` or ``restore`` job; while it runs, an interruption says
+    what the job kept (``interrupted_line``)."""
+    prog = QuietProgress() if quiet else BarProgress(label) if err.is_terminal else LineProgress()
+    _interrupt.note = lambda: _kept(label, prog)
     try:
         yield prog
     finally:
         prog.stop()
+    _interrupt.note = None  # finished: nothing particular to say any more
+
+
+def _kept(label: str, prog: Counts) -> str:
+    if label == "backup":
+        return ("no new snapshot was saved; earlier snapshots are intact (data already stored is reused by "
+                "the next backup)")
+    if label == "restore":
+        n = prog.files_done
+        files = "1 file restored so far is" if n == 1 else f"{n} files restored so far are"
+        return f"{files} complete; run the same restore again to finish"
+    return "snapshots already saved are intact"
+
+
+class _Interrupt:
+    seen = False
+    note: Callable[[], str] | None = None
+
+
+_interrupt = _Interrupt()
+
+
+def catch_interrupts() -> None:
+    """SIGINT is recorded before it becomes KeyboardInterrupt. The record is what tells an
+    interrupted command: Typer catches KeyboardInterrupt itself and turns it into a silent
+    exit code 130 (typer.core._main), so the exception never reaches the command line's
+    handler. A SIGINT the parent ignores (a background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        _interrupt.seen = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def interrupted() -> bool:
+    return _interrupt.seen
+
+
+def interrupted_line() -> str:
+    """The one line an interrupted command prints: what was kept."""
+    note = _interrupt.note() if _interrupt.note is not None else "snapshots already saved are intact"
+    return f"freehold: interrupted: {note}"
 
 
 class OnceHandler(logging.Handler):

@@ -6,7 +6,7 @@ Storage errors are translated into these at the provider boundary.
 
     FreeholdError                      exit 1
     ├── UsageError                     exit 2   bad arguments, k/n out of range, missing path
-    ├── VaultNotFound                  exit 3   no vault configured in FREEHOLD_HOME
+    ├── Incomplete                     exit 3   saved, but some files left out (backup) or not written (restore)
     ├── WrongPassphrase                exit 4
     ├── SnapshotNotFound               exit 5
     ├── IntegrityError                 exit 6   data failed verification and could not be repaired
@@ -14,6 +14,7 @@ Storage errors are translated into these at the provider boundary.
     ├── GuardianShareError             exit 8   guardian (SLIP-39) shares that cannot recover a key
     ├── PolicyError                    exit 9   a placement policy the providers cannot satisfy
     ├── ConflictError                  exit 10  another machine changed the vault at the same time
+    ├── VaultNotFound                  exit 11  no vault configured in FREEHOLD_HOME
     └── ProviderError                  exit 7   base of the provider errors below
         ├── QuorumError                         too few providers took a write (retryable)
         ├── ObjectNotFound                      (not retryable)

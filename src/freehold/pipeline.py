@@ -16,18 +16,23 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, BinaryIO
 
 from . import formats
-from .chunking import WHOLE_FILE, Chunker, Compressor
-from .errors import FreeholdError, UsageError
-from .formats import BLOB_DATA, BLOB_TREE, Node, PackEntry, PackRecord
+from .chunking import Chunker, Compressor
+from .errors import FreeholdError
+from .formats import BLOB_DATA, BLOB_TREE, Meta, Node, PackEntry, PackRecord
 from .progress import NullProgress, Progress
+from .selection import snapshot_layout
+from .sources import Plan, Source
 from .store import Operation
 from .store.packs import close_pack
+from .walker import BackupStats, Walker
+
+__all__ = ["Backup", "BackupStats"]
 
 INDEX_EVERY = 32           # packs per index object: bounds the work a crash can lose
 SMALL_BLOB = 256 * 1024    # blobs below this are compressed in batches, larger ones one by one
@@ -36,28 +41,7 @@ SMALL_BATCH_COUNT = 128
 MAX_SMALL_BATCHES_IN_FLIGHT = 2
 MAX_SEALS_IN_FLIGHT = 2    # large chunks (<= 4 MiB each) waiting for compression and sealing
 MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and written
-READ_THREADS = 8           # small files read ahead in parallel (disk latency, not CPU)
-# Small files are read on the main thread while reads come from the page cache (~30 us a file
-# here; handing them to the pool cost more in GIL hand-offs than it saved); once most reads of
-# a sample take longer than this (a cold cache, a slow disk), the rest of the backup reads ahead.
-COLD_READ_S = 150e-6
-COLD_READ_SAMPLES = 32
-PREFETCH_FILES = 64
-PREFETCH_BYTES = 16 * 1024 * 1024
-CHUNK_THREADS = 2          # large files: pieces read, cut and hashed in parallel (chunking.chunks_at)
-
-
-@dataclass
-class BackupStats:
-    files: int = 0
-    dirs: int = 0
-    size: int = 0               # logical bytes of regular files
-    new_blobs: int = 0
-    new_bytes: int = 0          # plaintext bytes of new blobs
-    packed_bytes: int = 0       # pack bytes written (before erasure coding)
-    stored_bytes: int = 0       # share bytes written over all providers
-    unchanged_files: int = 0    # taken from the files cache without reading
-    skipped: list[str] = field(default_factory=list)
+STDIN_MODE = 0o644
 
 
 class _PackStream:
@@ -87,9 +71,17 @@ class _PackStream:
         self.entries = []
 
 
-class Backup:
-    def __init__(self, op: Operation, progress: Progress | None = None, workers: int = 2) -> None:
+class Backup(Walker):
+    """One backup job: ``run`` walks the plan's sources (walker.Walker), stores new blobs in packs
+    and writes the snapshot. A dry run (``plan.dry_run``) walks, reads and chunks the same way and
+    counts what would be new, but seals, packs and writes nothing."""
+
+    def __init__(self, op: Operation, plan: Plan, progress: Progress | None = None,
+                 own: dict[tuple[int, int], str] | None = None, workers: int = 2) -> None:
+        super().__init__(plan.selection, own or {})
         self.op = op
+        self.plan = plan
+        self.dry_run = plan.dry_run
         self.config = op.config
         self.keys = op.store.keys
         self.index = op.index
@@ -102,11 +94,6 @@ class Backup:
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="freehold-seal")
         self._pack_pool = ThreadPoolExecutor(MAX_PACKS_IN_FLIGHT, thread_name_prefix="freehold-pack")
         self._pack_slots = threading.BoundedSemaphore(MAX_PACKS_IN_FLIGHT)
-        self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="freehold-read")
-        self._read_ahead = False    # set once inline reads are seen to wait on the disk
-        self._reads = 0             # inline reads in the current sample, and how many were slow
-        self._slow_reads = 0
-        self._chunk_pool = ThreadPoolExecutor(CHUNK_THREADS, thread_name_prefix="freehold-chunk")
         self._seals: collections.deque[tuple[bytes, int, Future[bytearray]]] = collections.deque()
         self._small: list[tuple[bytes, bytes | memoryview]] = []  # small blobs waiting for a batch
         self._small_bytes = 0
@@ -139,7 +126,9 @@ class Backup:
             self._pending.add(blob_id)
             self.stats.new_blobs += 1
             self.stats.new_bytes += len(data)
-            if len(data) < SMALL_BLOB:
+            if self.dry_run:
+                pass  # counted; nothing is compressed, sealed or written
+            elif len(data) < SMALL_BLOB:
                 # Small blobs are compressed in batches on the pool, one call into zstd per batch,
                 # and sealed here. Per-blob hand-offs made it slower than doing everything on this
                 # thread (20,000 files: 2.6-2.7 s against 2.1-2.5 s): each blob's GIL release and
@@ -178,8 +167,8 @@ class Backup:
         blob_id = self.keys.blob_id(plain)
         if blob_id not in self.index and blob_id not in self._pending:
             self._pending.add(blob_id)
-            env = self.op.codec.seal(blob_id, BLOB_TREE, plain)
-            self._trees.add(blob_id, env, len(plain))
+            if not self.dry_run:
+                self._trees.add(blob_id, self.op.codec.seal(blob_id, BLOB_TREE, plain), len(plain))
         return blob_id
 
     def submit_pack(self, parts: list[bytes | bytearray], entries: list[PackEntry]) -> None:
@@ -225,136 +214,9 @@ class Backup:
         self._write_index()
 
     def close(self) -> None:
-        self._read_pool.shutdown(wait=True, cancel_futures=True)
-        self._chunk_pool.shutdown(wait=True, cancel_futures=True)
+        self.close_walk()
         self._seal_pool.shutdown(wait=True, cancel_futures=True)
         self._pack_pool.shutdown(wait=True, cancel_futures=True)
-
-    # ------------------------------------------------------------------ files and trees
-
-    def _file_node(self, path: str, name: bytes, st: os.stat_result, old: Node | None,
-                   prefetched: Future[bytes] | None = None) -> Node | None:
-        mode = stat.S_IMODE(st.st_mode)
-        if (old is not None and _unchanged(old, st) and old.mode == mode
-                and all(c in self.index for c in old.content)):
-            self.stats.unchanged_files += 1
-            self.progress.advance(st.st_size)
-            return old  # every field it records is as it was: the same node serves the new tree
-        attrs = dict(name=name, type="file", mode=mode, mtime=st.st_mtime_ns,
-                     size=st.st_size, ino=st.st_ino, dev=st.st_dev, ctime=st.st_ctime_ns)
-        content: list[bytes] = []
-        size = 0
-        try:
-            if st.st_size <= WHOLE_FILE:
-                if prefetched is not None:
-                    data = prefetched.result()
-                else:
-                    started = time.perf_counter()
-                    data = _read_small(path, st.st_size)
-                    self._note_read(time.perf_counter() - started)
-                chunks: Iterable[bytes | memoryview] = self.chunker.cut(data)
-                for chunk in chunks:
-                    content.append(self._add_data(chunk))
-                    size += len(chunk)
-                self.progress.advance(size)
-            else:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-                pieces = self.chunker.chunks_at(lambda offset, length: os.pread(fd, length, offset),
-                                                self._chunk_pool.submit, self.keys.blob_id, st.st_size)
-                try:
-                    for chunk, blob_id in pieces:
-                        content.append(self._add_data(chunk, blob_id))
-                        size += len(chunk)
-                        self.progress.advance(len(chunk))
-                finally:
-                    pieces.close()  # waits for reads still running: only then may fd be closed
-                    os.close(fd)
-        except OSError as exc:
-            self._skip(path, exc)
-            return None
-        attrs["size"] = size
-        return Node(content=content, **attrs)  # type: ignore[arg-type]
-
-    def _note_read(self, seconds: float) -> None:
-        """Switch to reading ahead on the pool when most inline reads wait on the disk (a few slow
-        ones, from a page fault or a busy moment, are normal on a warm cache)."""
-        self._reads += 1
-        self._slow_reads += seconds > COLD_READ_S
-        if self._reads >= COLD_READ_SAMPLES:
-            if self._slow_reads * 2 > self._reads:
-                self._read_ahead = True
-            self._reads = self._slow_reads = 0
-
-    def _skip(self, path: str, exc: OSError) -> None:
-        reason = exc.strerror or str(exc)
-        self.stats.skipped.append(f"{path}: {reason}")
-        self.progress.warn(f"skipped {path}: {reason}")
-
-    def _node(self, path: str, name: bytes, old: Node | None, st: os.stat_result | None = None,
-              prefetched: Future[bytes] | None = None) -> Node | None:
-        if st is None:
-            try:
-                st = os.lstat(path)
-            except OSError as exc:
-                self._skip(path, exc)
-                return None
-        if stat.S_ISREG(st.st_mode):
-            node = self._file_node(path, name, st, old, prefetched)
-            if node is not None:
-                self.stats.files += 1
-                self.stats.size += node.size
-            return node
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                subtree = self._dir(path, old.subtree if old is not None and old.type == "dir" else None)
-            except OSError as exc:
-                self._skip(path, exc)
-                return None
-            self.stats.dirs += 1
-            return Node(name=name, type="dir", mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime_ns,
-                        subtree=subtree)
-        if stat.S_ISLNK(st.st_mode):
-            try:
-                target = os.readlink(os.fsencode(path))
-            except OSError as exc:
-                self._skip(path, exc)
-                return None
-            return Node(name=name, type="symlink", mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime_ns,
-                        target=target)
-        self.progress.warn(f"skipped {path}: not a regular file, directory or symlink")
-        self.stats.skipped.append(f"{path}: special file")
-        return None
-
-    def _dir(self, path: str, old_tree: bytes | None) -> bytes:
-        old_nodes = self._old_nodes(old_tree)
-        entries: list[tuple[bytes, str, os.stat_result]] = []
-        for name in sorted(os.listdir(os.fsencode(path))):
-            child = os.path.join(path, os.fsdecode(name))  # str paths: pathlib cost 15 us a file
-            try:
-                entries.append((name, child, os.lstat(child)))
-            except OSError as exc:
-                self._skip(child, exc)
-        # Once reads are seen to wait on the disk, small files are read ahead by a pool of threads:
-        # one thread reading small files one after another waits for each (126 us a file, cold).
-        todo = collections.deque(
-            i for i, (name, _, st) in enumerate(entries)
-            if stat.S_ISREG(st.st_mode) and st.st_size <= WHOLE_FILE and not _unchanged(old_nodes.get(name), st))
-        ahead: dict[int, Future[bytes]] = {}
-        ahead_bytes = 0
-        nodes = []
-        for i, (name, child, st) in enumerate(entries):
-            while self._read_ahead and todo and len(ahead) < PREFETCH_FILES and ahead_bytes < PREFETCH_BYTES:
-                j = todo.popleft()
-                if j >= i:
-                    ahead[j] = self._read_pool.submit(_read_small, entries[j][1], entries[j][2].st_size)
-                    ahead_bytes += entries[j][2].st_size
-            fut = ahead.pop(i, None)
-            if fut is not None:
-                ahead_bytes -= st.st_size
-            node = self._node(child, name, old_nodes.get(name), st, fut)
-            if node is not None:
-                nodes.append(node)
-        return self._add_tree(formats.Tree(v=formats.FORMAT_VERSION, nodes=nodes))
 
     def _old_nodes(self, tree_id: bytes | None) -> dict[bytes, Node]:
         if tree_id is None:
@@ -366,60 +228,110 @@ class Backup:
 
     # ------------------------------------------------------------------ entry point
 
-    def run(self, paths: list[str], parent: tuple[str, formats.Snapshot] | None = None,
+    def run(self, parent: tuple[str, formats.Snapshot] | None = None,
             tags: list[str] | None = None) -> tuple[str, formats.Snapshot]:
-        roots: dict[bytes, str] = {}
-        for p in paths:
-            path = os.path.abspath(p)
-            if not os.path.lexists(path):
-                raise UsageError(f"no such file or directory: {p}")
-            base = os.path.basename(path)
-            name = os.fsencode(base or "root")
-            if name in roots:
-                raise UsageError(f"two paths to back up share the name {base!r}; back them up "
-                                 "separately or from a common parent")
-            roots[name] = path
+        """Back up the plan; returns the snapshot and its id ("" for a dry run: nothing written)."""
+        plan = self.plan
         # Counting the input first costs a second walk of every directory: only for a live display.
-        self.progress.scanned(*(_scan(roots.values()) if getattr(self.progress, "wants_total", False) else (0, 0)))
+        wants_total = getattr(self.progress, "wants_total", False) and plan.stdin is None
+        self.progress.scanned(*(_scan(s.path for s in plan.sources) if wants_total else (0, 0)))
         old_root = self._old_nodes(parent[1].tree if parent else None)
         try:
-            nodes = []
-            for name in sorted(roots):
-                node = self._node(roots[name], name, old_root.get(name))
-                if node is not None:
-                    nodes.append(node)
-            root = self._add_tree(formats.Tree(v=formats.FORMAT_VERSION, nodes=nodes))
+            if plan.stdin is not None:
+                nodes = [self._stdin_node(plan.stdin, os.fsencode(plan.stdin_name))]
+            else:
+                nodes = self._roots(plan.sources, old_root)
+            root = self._add_tree(formats.Tree(v=formats.FORMAT_VERSION, nodes=sorted(nodes, key=_name)))
+            if self.own_met:
+                self.progress.warn(f"left out Freehold's own state: {', '.join(self.own_met)}")
             self._finish_data()
         finally:
             self.close()
         snap = formats.Snapshot(
             v=formats.FORMAT_VERSION, time=datetime.now(UTC).isoformat(timespec="microseconds"),
-            host=socket.gethostname(), paths=[str(roots[n]) for n in sorted(roots)], tree=root,
+            host=socket.gethostname(), paths=plan.paths, tree=root,
             size=self.stats.size, files=self.stats.files, dirs=self.stats.dirs,
             parent=bytes.fromhex(parent[0]) if parent else None, tags=tags or [],
-            skipped=self.stats.skipped)
+            skipped=self.stats.skipped, torn=self.stats.torn, excluded=self.stats.excluded)
+        if self.dry_run:
+            return "", snap
         return self.op.write_snapshot(snap), snap
 
+    def _roots(self, sources: list[Source], old_root: dict[bytes, Node]) -> list[Node]:
+        """The root tree's nodes: one per source named by its last component; when two sources
+        share that name, every source under its path below the deepest directory holding them all,
+        through directory nodes made from the real directories (selection.snapshot_layout)."""
+        layout = snapshot_layout([s.path for s in sources])
+        if layout is None:
+            nodes = [self.source(s.path, s.follow, old_root.get(os.fsencode(os.path.basename(s.path) or "root")))
+                     for s in sources]
+            return [n for n in nodes if n is not None]
+        base, rels = layout
+        trie: dict[str, Any] = {}
+        for src, rel in zip(sources, rels, strict=True):
+            here = trie
+            for comp in rel[:-1]:
+                here = here.setdefault(comp, {})
+            here[rel[-1]] = src
+        return self._layout_nodes(base, trie, old_root)
 
-def _unchanged(old: Node | None, st: os.stat_result) -> bool:
-    """The files cache: same size, mtime, ctime, inode and device as in the parent snapshot."""
-    return (old is not None and old.type == "file" and old.size == st.st_size and old.mtime == st.st_mtime_ns
-            and old.ctime == st.st_ctime_ns and old.ino == st.st_ino and old.dev == st.st_dev)
+    def _layout_nodes(self, base: str, trie: dict[str, Any], old: dict[bytes, Node]) -> list[Node]:
+        nodes = []
+        for comp, item in trie.items():
+            name = os.fsencode(comp)
+            prev = old.get(name)
+            if isinstance(item, Source):
+                node = self.source(item.path, item.follow, prev)
+            else:
+                path = os.path.join(base, comp)
+                below = self._old_nodes(prev.subtree if prev is not None and prev.type == "dir" else None)
+                try:
+                    node = self.dir_of(path, name, self._layout_nodes(path, item, below))
+                except OSError as exc:
+                    self._skip(path, exc)
+                    node = None
+            if node is not None:
+                nodes.append(node)
+        return nodes
+
+    def _stdin_node(self, stream: BinaryIO, name: bytes) -> Node:
+        """--stdin: the stream as one file, read and cut in order on this thread."""
+        offset = 0
+
+        def read_at(at: int, length: int) -> bytes:
+            nonlocal offset
+            assert at == offset, "the stream is read in order"
+            parts, want = [], length
+            while want and (block := stream.read(want)):
+                parts.append(block)
+                want -= len(block)
+            offset += length - want
+            return b"".join(parts)
+
+        content, size = [], 0
+        for chunk, blob_id in self.chunker.chunks_at(read_at, _inline, self.keys.blob_id):
+            content.append(self._add_data(chunk, blob_id))
+            size += len(chunk)
+            self.progress.advance(len(chunk))
+        self.stats.files += 1
+        self.stats.size += size
+        user, group = self._owner(os.getuid(), os.getgid())
+        return Node(name=name, type="file", mode=STDIN_MODE, mtime=time.time_ns(), size=size, content=content,
+                    meta=Meta(uid=os.getuid(), gid=os.getgid(), user=user, group=group))
 
 
-def _read_small(path: str, size: int) -> bytes:
-    """Read a whole (small) file with one or two system calls; reads past a grown size too."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+def _name(node: Node) -> bytes:
+    return node.name
+
+
+def _inline(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """A submit that runs the call at once (a stream is read in order, on one thread)."""
+    fut: Future[Any] = Future()
     try:
-        data = os.read(fd, size + 1)
-        if len(data) <= size:
-            return data
-        parts = [data]
-        while block := os.read(fd, 1 << 20):
-            parts.append(block)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
+        fut.set_result(fn(*args))
+    except BaseException as exc:  # handed to whoever asks for the result, as a pool would
+        fut.set_exception(exc)
+    return fut
 
 
 def _scan(roots: object) -> tuple[int, int]:

@@ -9,6 +9,9 @@ class Progress(Protocol):
     def scanned(self, files: int, size: int) -> None: ...
     def advance(self, size: int) -> None: ...
     def warn(self, message: str) -> None: ...
+    # A restore calls it as files become complete under their final names: an interrupted
+    # restore says how many are.
+    def file_done(self, files: int = 1) -> None: ...
 
 
 class NullProgress:
@@ -19,4 +22,7 @@ class NullProgress:
         pass
 
     def warn(self, message: str) -> None:
+        pass
+
+    def file_done(self, files: int = 1) -> None:
         pass

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from . import erasure, formats, keys, placement, reports, state
-from .api import BackupResult, CheckReport, KeyChange, KeyInfo, Outcome, ProviderStatus, VaultInfo
+from .api import BackupOptions, BackupResult, CheckReport, KeyChange, KeyInfo, Outcome, ProviderStatus, VaultInfo
 from .assembly import (
     ProviderSpec,
     Wrap,
@@ -33,6 +33,7 @@ from .assembly import (
     copy_metadata,
     drop_unlisted,
     leave_nothing,
+    location,
     open_one,
     outcome_of,
     place_markers,
@@ -52,10 +53,11 @@ from .errors import (
     WrongPassphrase,
 )
 from .pipeline import Backup
-from .progress import Progress
+from .progress import NullProgress, Progress
 from .providers import Provider
-from .restore import Restore, RestoreStats
-from .store import Operation, Session, Store
+from .restore import Restore, RestoreOptions, RestoreStats
+from .sources import own_state, plan_backup
+from .store import Operation, Session, Store, snapshot_path
 from .store.cache import LocalCache
 from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, admits, seal_config
 from .store.keystore import KEYS_PREFIX
@@ -94,16 +96,11 @@ class Vault:
         return self.last_outcome
 
     def sync_state(self, **changes: Any) -> None:
-        """Bring vault.json up to date (written only when something changed)."""
+        """Bring vault.json up to date: written only when something changed, merged under a
+        lock with what other commands sharing the home recorded meanwhile (``state.record``)."""
         urls = {pid: p.info.url for pid, p in self._store.providers.items()}
-        local = state.LocalState.from_config(self._store.config, self._on_disk, urls)
-        if self.key_id and self.key_id not in local.key_ids:
-            local.key_ids = [*local.key_ids, self.key_id][-8:]
-        for k, v in changes.items():
-            setattr(local, k, v)
-        if local != self._on_disk:
-            state.write(self.home, local)
-            self._on_disk = local
+        self._on_disk = state.record(self.home, self._store.config, urls, self._on_disk, key_id=self.key_id,
+                                     **changes)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,7 +158,7 @@ class Vault:
             raise
         local = state.LocalState.from_config(config)
         local.key_ids = [kid]
-        state.write(home, local, required=True)
+        state.create(home, local)
         return cls(home, store, master, kid, local)
 
     @classmethod
@@ -446,16 +443,15 @@ class Vault:
     # ------------------------------------------------------------------ data
 
     def backup(self, paths: list[str], progress: Progress | None = None, tags: list[str] | None = None,
-               degraded: bool = False) -> BackupResult:
+               degraded: bool = False, options: BackupOptions | None = None) -> BackupResult:
         """Back up paths into a new snapshot. Every provider must take writes, unless ``degraded``:
-        then the backup proceeds when at least k+1 do, and the missing shares are recorded."""
-        if not paths:
-            raise UsageError("name at least one path to back up")
-        for p in paths:
-            if not os.path.lexists(p):
-                raise UsageError(f"no such file or directory: {p}")
+        then the backup proceeds when at least k+1 do, and the missing shares are recorded.
+        ``options``: restic's selection, dry run, stdin (sources.plan_backup); a dry run writes nothing."""
+        plan = plan_backup(paths, options or BackupOptions(), os.environ, progress or NullProgress())
+        own = own_state([str(self.home), *(loc[-1] for p in self._store.providers.values()
+                                           if (loc := location(p))[0] == "file")], plan.sources)
         op = self._op(degraded)
-        failures = {pid: r for pid, r in op.replicas.gather(lambda p: p.check_writable(),
+        failures = {} if plan.dry_run else {pid: r for pid, r in op.replicas.gather(lambda p: p.check_writable(),
                                                                     enough=len(self._store.providers)).items()
                     if isinstance(r, FreeholdError)}
         cfg = self._store.config
@@ -469,8 +465,8 @@ class Vault:
         if failures and up < cfg.k + 1:
             raise QuorumError(f"only {up} providers take writes; even a degraded backup needs k+1 = {cfg.k + 1}")
         op.packs.check_placement()
-        snapshot_listing = self._heal(op)
-        wanted = sorted(os.path.abspath(p) for p in paths)
+        snapshot_listing = op.objects.listing(SNAPSHOT_PREFIX) if plan.dry_run else self._heal(op)
+        wanted = plan.paths
         parent = None
         snaps = op.snapshots(snapshot_listing)
         self._notice_missing_snapshot(op, snaps)
@@ -478,9 +474,10 @@ class Vault:
             if sorted(snap.paths) == wanted:
                 parent = (sid, snap)
                 break
-        job = Backup(op, progress)
-        sid, snap = job.run(paths, parent, tags)
-        self.sync_state(last_snapshot=sid)
+        job = Backup(op, plan, progress, own)
+        sid, snap = job.run(parent, tags)
+        if sid:  # "" after a dry run
+            self.sync_state(last_snapshot=sid)
         self._finish(op)
         return BackupResult(sid, snap, job.stats)
 
@@ -521,24 +518,30 @@ class Vault:
         return sid, snap
 
     def ls(self, ref: str, path: str = "") -> list[tuple[str, formats.Node]]:
+        """A snapshot's nodes at and below ``path``: an original absolute path or a path in the
+        tree (``snapshot_path``); listed with normalised tree paths."""
         _, snap = self.snapshot(ref)
         op = self._op()
-        node = op.trees.find(snap.tree, path) if path.strip("/") else None
+        base = snapshot_path(snap, path)
+        try:
+            node = op.trees.find(snap.tree, base) if base else None
+        except UsageError:
+            raise UsageError(f"{path!r} is not in this snapshot (it holds {', '.join(snap.paths)})") from None
         if node is None:
             out = list(op.trees.walk(snap.tree))
         else:
-            base = path.strip("/")
             out = [(base, node)]
             if node.type == "dir" and node.subtree is not None:
                 out += list(op.trees.walk(node.subtree, base + "/"))
         self._finish(op)
         return out
 
-    def restore(self, ref: str, target: Path, include: str | None = None,
-                progress: Progress | None = None) -> RestoreStats:
+    def restore(self, ref: str, target: Path, include: str | None = None, progress: Progress | None = None,
+                *, options: RestoreOptions | None = None) -> RestoreStats:
+        """Entries that could not be restored are in the result's ``failed``, not raised."""
         _, snap = self.snapshot(ref)
         op = self._op()
-        stats = Restore(op, progress).run(snap, target, include)
+        stats = Restore(op, progress).run(snap, target, options, include)
         self._finish(op)
         return stats
 

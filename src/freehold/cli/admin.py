@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from .. import formats, placement
 from ..errors import UsageError
@@ -20,6 +21,7 @@ from .common import (
     app,
     emit,
     kdf_from_env,
+    local_time,
     make_policy,
     missed,
     new_passphrase,
@@ -28,6 +30,7 @@ from .common import (
     read_passphrase,
     report,
     size,
+    table,
 )
 
 provider_app = typer.Typer(help="Add and list the vault's providers.", no_args_is_help=True)
@@ -60,13 +63,9 @@ def provider_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False)
     if as_json:
         emit([dataclasses.asdict(r) for r in rows])
         return
-    from rich.table import Table
-
-    table = Table("name", "health", "jurisdiction", "operator", "shares", "bytes", "url", box=None)
-    for r in rows:
-        health = "[green]ok[/]" if r.healthy else f"[red]down[/] ({r.error})"
-        table.add_row(r.id, health, r.jurisdiction or "-", r.operator or "-", str(r.shares), size(r.bytes), r.url)
-    out.print(table)
+    table(["name", "health", "jurisdiction", "operator", "shares", "bytes", "url"],
+          [[r.id, Text("ok", "green") if r.healthy else Text.assemble(("down", "red"), f" ({r.error})"),
+            r.jurisdiction or "-", r.operator or "-", str(r.shares), size(r.bytes), r.url] for r in rows])
     if not all(r.healthy for r in rows):
         raise typer.Exit(1)
 
@@ -122,13 +121,9 @@ def keys_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> 
     if as_json:
         emit(data)
         return
-    from rich.table import Table
-
-    table = Table("id", "created", "kdf", "", box=None)
-    for r in data:
-        table.add_row(str(r["id"])[:12], str(r["created"]), f"argon2id t={r['t']} m={r['memory_kib']} KiB p={r['p']}",
-                      "(this passphrase)" if r["current"] else "")
-    out.print(table)
+    table(["id", "created", "kdf", ""],
+          [[str(r["id"])[:12], local_time(str(r["created"])), f"argon2id t={r['t']} m={r['memory_kib']} KiB p={r['p']}",
+            "(this passphrase)" if r["current"] else ""] for r in data])
 
 
 @keys_app.command("add")

@@ -7,11 +7,14 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from .. import formats, keys
 from ..errors import UsageError
@@ -68,7 +71,48 @@ def report(as_json: bool, data: Any, text: str) -> None:
     if as_json:
         emit(data)
     else:
-        out.print(text)
+        out.print(text, markup=False)
+
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"  # every time shown to people: local, with its UTC offset
+
+
+def local_time(when: str | int) -> str:
+    """An ISO 8601 time (a snapshot's, a key's; UTC when it names no offset) or nanoseconds
+    since the epoch (a file's mtime) as local time with its UTC offset, to the second:
+    ``2026-12-02 10:15:03 +0100``. JSON output keeps the ISO text or the nanoseconds."""
+    if isinstance(when, int):
+        t = datetime.fromtimestamp(when // 1_000_000_000, UTC)
+    else:
+        try:
+            t = datetime.fromisoformat(when)
+        except ValueError:
+            return when
+        t = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    return t.astimezone().strftime(TIME_FORMAT)
+
+
+Cell = str | Text
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
+    """Columns for people. On a terminal a rich table whose cells wrap (never cut); anywhere
+    else (a pipe, a file, a test) plain aligned text at full length, whatever the width.
+    ``str`` cells are plain text (a path with brackets stays as it is); ``Text`` may be styled."""
+    if out.is_terminal:
+        from rich.table import Table
+
+        t = Table(*headers, box=None)
+        for col in t.columns:
+            col.overflow = "fold"
+        for row in rows:
+            t.add_row(*[c if isinstance(c, Text) else Text(c) for c in row])
+        out.print(t)
+        return
+    plain = [[c.plain if isinstance(c, Text) else c for c in row] for row in [list(headers), *rows]]
+    widths = [max(len(r[i]) for r in plain) for i in range(len(headers))]
+    for r in plain:
+        out.out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), highlight=False)
 
 
 def size(n: float) -> str:

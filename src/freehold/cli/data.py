@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from .. import formats
+from ..api import OVERWRITE_MODES, BackupOptions, RestoreOptions
 from ..console import progress_for
-from ..errors import UsageError
+from ..errors import Incomplete, UsageError
+from ..selection import parse_size
 from ..vault import Vault
 from .common import (
     AllowOpt,
@@ -22,12 +25,14 @@ from .common import (
     app,
     emit,
     kdf_from_env,
+    local_time,
     make_policy,
     open_vault,
     out,
     parse_provider,
     read_passphrase,
     size,
+    table,
 )
 
 
@@ -62,35 +67,80 @@ def init(
         out.print(f"Local configuration: {v.home}")
 
 
+ListOpt = list[str] | None
+
+
 @app.command()
 def backup(
-    paths: Annotated[list[str], typer.Argument(help="Files or directories to back up.")],
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag the snapshot.")] = None,
+    paths: Annotated[list[str] | None, typer.Argument(help="Files or directories to back up.")] = None,
+    tag: Annotated[ListOpt, typer.Option("--tag", help="Tag the snapshot.")] = None,
     degraded: Annotated[bool, typer.Option(
         "--degraded", help="Proceed when some providers are down, if at least k+1 take writes.")] = False,
+    exclude: Annotated[ListOpt, typer.Option("--exclude", "-e", help="Leave out paths matching PATTERN.")] = None,
+    iexclude: Annotated[ListOpt, typer.Option("--iexclude", help="Like --exclude, ignoring case.")] = None,
+    exclude_file: Annotated[ListOpt, typer.Option("--exclude-file", help="Read exclude patterns from FILE.")] = None,
+    iexclude_file: Annotated[ListOpt, typer.Option(
+        "--iexclude-file", help="Read case-insensitive exclude patterns from FILE.")] = None,
+    exclude_caches: Annotated[bool, typer.Option(
+        "--exclude-caches", help="Leave out the contents of directories holding a valid CACHEDIR.TAG.")] = False,
+    exclude_if_present: Annotated[ListOpt, typer.Option(
+        "--exclude-if-present", help="Leave out the contents of directories holding NAME[:HEADER].")] = None,
+    exclude_larger_than: Annotated[str | None, typer.Option(
+        "--exclude-larger-than", help="Leave out files larger than SIZE (e.g. 2048, 10M, 1.5G).")] = None,
+    one_file_system: Annotated[bool, typer.Option(
+        "--one-file-system", "-x", help="Stay on the file systems of the paths given.")] = False,
+    files_from: Annotated[ListOpt, typer.Option(
+        "--files-from", help="Read paths (or glob patterns) to back up from FILE, one a line.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", "-n", help="Report what would be stored; write nothing.")] = False,
+    stdin: Annotated[bool, typer.Option("--stdin", help="Back up standard input as one file.")] = False,
+    stdin_filename: Annotated[str, typer.Option(
+        "--stdin-filename", help="The file name for --stdin.")] = "stdin",
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Back up PATHs; print the new snapshot id on the last line."""
+    """Back up PATHs; print the new snapshot id on the last line (exit 3: saved, but some paths could
+    not be read)."""
+    options = BackupOptions(
+        excludes=tuple(exclude or ()), iexcludes=tuple(iexclude or ()), exclude_files=tuple(exclude_file or ()),
+        iexclude_files=tuple(iexclude_file or ()), exclude_caches=exclude_caches,
+        exclude_if_present=tuple(exclude_if_present or ()),
+        exclude_larger_than=parse_size(exclude_larger_than) if exclude_larger_than is not None else None,
+        one_file_system=one_file_system, files_from=tuple(files_from or ()), dry_run=dry_run,
+        stdin=sys.stdin.buffer if stdin else None, stdin_filename=stdin_filename)
     with open_vault(passphrase_file) as v, progress_for("backup", as_json) as prog:
-        sid, _, st = v.backup(paths, prog, tag, degraded=degraded)
+        sid, _, st = v.backup(paths or [], prog, tag, degraded=degraded, options=options)
         missing = v.last_outcome.down
+    incomplete = Incomplete(f"snapshot {sid[:12]} was saved, but {len(st.skipped)} path(s) could not be read "
+                            "and are missing from it") if st.skipped and not dry_run else None
     if as_json:
-        emit({"snapshot": sid, "files": st.files, "dirs": st.dirs, "size": st.size,
-               "new_bytes": st.new_bytes, "stored_bytes": st.stored_bytes,
-               "unchanged_files": st.unchanged_files, "skipped": st.skipped, "providers_down": missing})
-        return
-    if missing:
-        out.print(f"[yellow]Degraded backup:[/] providers {', '.join(missing)} were down; their shares are "
-                  "missing (see 'freehold check').")
-    out.print(f"{st.files} files, {st.dirs} directories, {size(st.size)}; "
-              f"{size(st.new_bytes)} new, {size(st.stored_bytes)} written across providers"
-              + (f"; {st.unchanged_files} unchanged files not re-read" if st.unchanged_files else ""))
+        emit({"snapshot": sid or None, "files": st.files, "dirs": st.dirs, "size": st.size,
+              "new_bytes": st.new_bytes, "stored_bytes": st.stored_bytes,
+              "unchanged_files": st.unchanged_files, "skipped": st.skipped, "torn": st.torn,
+              "excluded": st.excluded, "providers_down": missing, "dry_run": dry_run,
+              "incomplete": bool(st.skipped)})
+    else:
+        _backup_report(sid, st, missing, dry_run)
+    if incomplete is not None:
+        raise incomplete
+
+
+def _backup_report(sid: str, st: Any, missing: list[str], dry_run: bool) -> None:
+    if dry_run:
+        out.print(f"would store {st.files} files, {st.dirs} dirs, {size(st.size)} ({size(st.new_bytes)} new)")
+    else:
+        if missing:
+            out.print(f"[yellow]Degraded backup:[/] providers {', '.join(missing)} were down; their shares are "
+                      "missing (see 'freehold check').")
+        out.print(f"{st.files} files, {st.dirs} directories, {size(st.size)}; "
+                  f"{size(st.new_bytes)} new, {size(st.stored_bytes)} written across providers"
+                  + (f"; {st.unchanged_files} unchanged files not re-read" if st.unchanged_files else ""))
     if st.skipped:
         out.print(f"[yellow]{len(st.skipped)} path(s) could not be read and were skipped:[/]")
         for s in st.skipped:
-            out.print(f"  {s}")
-    out.print(sid)
+            out.print(f"  {s}", markup=False)
+    if not dry_run:
+        out.print(sid)
 
 
 @app.command()
@@ -100,27 +150,38 @@ def snapshots(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> 
         snaps = v.snapshots()
     if as_json:
         emit([{"id": sid, "time": s.time, "host": s.host, "paths": s.paths, "size": s.size,
-                "files": s.files, "tags": s.tags} for sid, s in snaps])
+                "files": s.files, "tags": s.tags, "incomplete": bool(s.skipped), "skipped": s.skipped,
+                "torn": s.torn, "excluded": s.excluded} for sid, s in snaps])
         return
-    from rich.table import Table
-
-    table = Table("id", "time", "paths", "size", "files", box=None)
-    for sid, s in snaps:
-        when = datetime.fromisoformat(s.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(sid[:12], when, ", ".join(s.paths), size(s.size), str(s.files))
-    out.print(table)
+    table(["id", "time", "paths", "size", "files", "notes"],
+          [[sid[:12], local_time(s.time), ", ".join(s.paths), size(s.size), str(s.files), snapshot_notes(s)]
+           for sid, s in snaps])
     out.print(f"{len(snaps)} snapshot(s)")
+    if any(s.skipped for _, s in snaps):
+        out.print("incomplete: some paths could not be read; 'freehold snapshots --json' lists them")
+
+
+def snapshot_notes(s: formats.Snapshot) -> str:
+    notes = []
+    if s.skipped:
+        notes.append(f"incomplete: {len(s.skipped)} missing")
+    if s.torn:
+        notes.append(f"{len(s.torn)} changed while read")
+    return "; ".join(notes)
 
 
 def mode_str(node_type: str, mode: int) -> str:
-    prefix = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(node_type, stat.S_IFREG)
+    prefix = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR,
+              "blockdev": stat.S_IFBLK}.get(node_type, stat.S_IFREG)
     return stat.filemode(prefix | mode)
 
 
 @app.command()
 def ls(
     snapshot: Annotated[str, typer.Argument(help="Snapshot id (or prefix, or 'latest').")],
-    path: Annotated[str, typer.Argument(help="Path inside the snapshot.")] = "",
+    path: Annotated[str, typer.Argument(
+        help="Path inside the snapshot: as backed up (/home/me/Documents/taxes) or below its name "
+             "(Documents/taxes).")] = "",
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -133,31 +194,54 @@ def ls(
                for p, nd in entries])
         return
     for p, nd in entries:
-        when = datetime.fromtimestamp(nd.mtime / 1e9).strftime("%Y-%m-%d %H:%M")
         extra = f" -> {os.fsdecode(nd.target)}" if nd.target is not None else ""
-        out.print(f"{mode_str(nd.type, nd.mode)} {nd.size:>12} {when}  {p}{extra}", markup=False)
+        out.out(f"{mode_str(nd.type, nd.mode)} {nd.size:>12} {local_time(nd.mtime)}  {p}{extra}", highlight=False)
 
 
 @app.command()
 def restore(
     snapshot: Annotated[str, typer.Argument(help="Snapshot id (or prefix, or 'latest').")],
     target: Annotated[Path, typer.Option("--target", help="Directory to restore into.")],
-    include: Annotated[str | None, typer.Option("--include", help="Restore only this path.")] = None,
+    include: Annotated[list[str] | None, typer.Option(
+        "--include", help="Restore only this path: as 'ls' prints it, the original absolute path, or a "
+                          "glob (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Leave this path out (as --include; repeatable; wins over --include).")] = None,
+    overwrite: Annotated[str, typer.Option(
+        "--overwrite", help="Existing files: always, if-changed (type, size or mtime differ), if-newer "
+                            "(the snapshot's mtime is newer), never.")] = "always",
+    delete: Annotated[bool, typer.Option(
+        "--delete", help="Remove what restored directories hold that the snapshot does not.")] = False,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore a snapshot (or one path of it) into a directory."""
+    """Restore a snapshot (or paths of it) into a directory; exit 3 when some entries could not be."""
+    if str(target) == "-":
+        raise UsageError("--target -: a restore writes into a directory, not to standard output")
+    if overwrite not in OVERWRITE_MODES:
+        raise UsageError(f"--overwrite {overwrite}: use one of {', '.join(OVERWRITE_MODES)}")
+    options = RestoreOptions(includes=tuple(include or ()), excludes=tuple(exclude or ()),
+                             overwrite=overwrite, delete=delete)
     with open_vault(passphrase_file) as v, progress_for("restore", as_json) as prog:
-        st = v.restore(snapshot, target, include, prog)
+        st = v.restore(snapshot, target, progress=prog, options=options)
         fallback = v.last_outcome.fallback_reads
     if as_json:
         emit({"files": st.files, "dirs": st.dirs, "symlinks": st.symlinks, "size": st.size,
-               "target": str(target), "degraded_reads": fallback})
-        return
-    out.print(f"Restored {st.files} files, {st.dirs} directories, {st.symlinks} symlinks "
-              f"({size(st.size)}) into {target}")
-    if fallback:
-        out.print(f"{fallback} read(s) were rebuilt from other shares: run 'freehold check --read-data'")
+              "hardlinks": st.hardlinks, "specials": st.specials, "kept": st.kept, "deleted": st.deleted,
+              "failed": [{"path": p, "reason": r} for p, r in st.failed],
+              "target": str(target), "degraded_reads": fallback})
+    else:
+        extra = [f"{n} {what}" for n, what in [(st.hardlinks, "hardlinks"), (st.specials, "special files"),
+                                               (st.kept, "kept as they were"), (st.deleted, "deleted")] if n]
+        out.print(f"Restored {st.files} files, {st.dirs} directories, {st.symlinks} symlinks "
+                  f"({size(st.size)}) into {target}" + (f"; {', '.join(extra)}" if extra else ""), markup=False)
+        if fallback:
+            out.print(f"{fallback} read(s) were rebuilt from other shares: run 'freehold check --read-data'")
+        for p, r in st.failed:
+            out.print(f"{p}: {r}", markup=False)
+    if st.failed:
+        raise Incomplete(f"{len(st.failed)} entries could not be restored"
+                         + ("" if as_json else " (listed above)"))
 
 
 @app.command()
@@ -207,10 +291,6 @@ def stats(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None
     out.print(f"stored bytes (all providers):  {size(s['stored_bytes'])}")
     out.print(f"dedup ratio: {s['dedup_ratio']:.2f}x   storage overhead: {s['overhead_ratio']:.2f}x "
               f"(erasure coding alone: {s['n'] / s['k']:.2f}x)")
-    from rich.table import Table
-
-    table = Table("provider", "url", "objects", "bytes", box=None)
-    for pid, p in s["providers"].items():
-        table.add_row(pid, p["url"], str(p["objects"]), size(p["bytes"]) + (" (unreachable)"
-                                                                             if "error" in p else ""))
-    out.print(table)
+    table(["provider", "url", "objects", "bytes"],
+          [[pid, p["url"], str(p["objects"]), size(p["bytes"]) + (" (unreachable)" if "error" in p else "")]
+           for pid, p in s["providers"].items()])

@@ -17,6 +17,7 @@ thread pools); ``Store.operation()`` makes the per-operation components over a f
 
 from __future__ import annotations
 
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
 from ..errors import FreeholdError, IntegrityError, ObjectNotFound, SnapshotNotFound
 from ..formats import SHARE_HEADER_LEN, PackRecord
 from ..providers.base import Provider
+from ..selection import source_names
 from .blobs import BlobCodec
 from .cache import LocalCache
 from .configs import ConfigStore
@@ -37,7 +39,7 @@ from .replicas import Listing, ReplicaSet
 from .session import Session
 from .trees import TreePacks, TreeStore
 
-__all__ = ["Operation", "Session", "Store"]
+__all__ = ["Operation", "Session", "Store", "snapshot_path"]
 
 
 class Store:
@@ -180,17 +182,36 @@ class Operation:
         return out
 
     def resolve_snapshot(self, ref: str) -> tuple[str, formats.Snapshot]:
-        """(id, snapshot) for ``latest`` or a unique id prefix of at least 4 characters, among the
-        snapshots that verify."""
+        """(id, snapshot) for ``latest`` or any unique prefix of an id (of any length), among
+        the snapshots that verify."""
         snaps = self.snapshots()
         if ref == "latest":
             if not snaps:
                 raise SnapshotNotFound("the vault has no snapshots yet")
             return snaps[-1]
-        ref_l = ref.lower()
-        matches = [(s, snap) for s, snap in snaps if s.startswith(ref_l)] if len(ref_l) >= 4 else []
+        ref_l = ref.strip().lower()
+        matches = [(s, snap) for s, snap in snaps if s.startswith(ref_l)] if ref_l else []
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise SnapshotNotFound(f"snapshot id {ref!r} is ambiguous; give more characters")
+            raise SnapshotNotFound(f"snapshot id prefix {ref!r} is ambiguous: {len(matches)} snapshots start "
+                                   "with it; give more characters (see 'freehold snapshots')")
         raise SnapshotNotFound(f"no snapshot {ref!r} (see 'freehold snapshots')")
+
+
+def snapshot_path(snap: formats.Snapshot, path: str) -> str:
+    """A path as the user names it, as a path in the snapshot's tree ('' for the root): an
+    original absolute path the snapshot holds (``/home/me/Documents/taxes``, under the backed
+    up path ``/home/me/Documents``), or a path below the tree's roots (``Documents/taxes``),
+    normalised (``./p``, ``p//q``, ``p/`` are ``p``, ``p/q``, ``p``)."""
+    norm = posixpath.normpath(path) if path.strip() else ""
+    if norm.startswith("/"):
+        names = source_names(snap.paths)  # where each backed-up path is in the tree
+        for root in sorted(snap.paths, key=len, reverse=True):  # the innermost backed-up path
+            top = posixpath.normpath(root)
+            name = names[root]
+            if norm == top:
+                return name
+            if norm.startswith(top.rstrip("/") + "/"):
+                return f"{name}/{norm[len(top.rstrip('/')) + 1:]}"
+    return "" if norm in (".", "/", "//") else norm.strip("/")

@@ -3,7 +3,9 @@ copies on every read, and disposable (delete it at any time).
 
 Writes go to a unique temporary name and are renamed into place, so commands sharing one
 ``FREEHOLD_HOME`` never see each other's half-written files. They are not fsynced: a torn
-cache entry fails verification and is fetched again. A read-only home makes the cache silent.
+cache entry fails verification and is fetched again. An entry that already holds the same
+bytes is left alone (read-only commands change nothing in the home once the cache is filled),
+and a cache that cannot be written (a read-only home, a full disk) is silent.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class LocalCache:
         path = self.path(sub, name)
         if path is None:
             return
+        if self._holds(path, data):
+            return
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +52,15 @@ class LocalCache:
                 tmp.unlink()
             except OSError:
                 pass
+
+    @staticmethod
+    def _holds(path: Path, data: bytes | bytearray | memoryview) -> bool:
+        try:
+            if path.stat().st_size != memoryview(data).nbytes:
+                return False
+            return path.read_bytes() == data
+        except OSError:
+            return False
 
     def drop(self, sub: str, name: str) -> None:
         path = self.path(sub, name)
