@@ -3,6 +3,8 @@ the helper's failures reach the user as errors naming the file."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from freehold import filewriter, restore
+from freehold import filewriter, restore, restore_files
 from freehold.errors import FreeholdError
 
 from .conftest import Env, same_tree, write_tree
@@ -32,14 +34,14 @@ def _varied_tree(root: Path) -> Path:
 def used(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Records each helper the restore starts."""
     started: list[object] = []
-    real = restore._helper_sink
+    real = restore_files.helper_sink
 
-    def spy() -> restore._HelperSink | None:
-        sink = real()
+    def spy(job: restore_files.Job, root: int) -> restore_files.HelperSink | None:
+        sink = real(job, root)
         started.append(sink)
         return sink
 
-    monkeypatch.setattr(restore, "_helper_sink", spy)
+    monkeypatch.setattr(restore_files, "helper_sink", spy)
     return started
 
 
@@ -79,55 +81,93 @@ def test_helper_replaces_files_and_never_writes_through_symlinks(env: Env, tmp_p
     same_tree(src, root)
 
 
-def test_helper_failure_names_the_file(env: Env, tmp_path: Path, used: list[object]) -> None:
+def test_a_directory_in_the_way_is_that_files_failure(env: Env, tmp_path: Path, used: list[object]) -> None:
     src = write_tree(tmp_path / "src", small=300)
     with env.init() as v:
         v.backup([str(src)])
         root = tmp_path / "t" / "src"
         (root / "d2" / "e2" / "f2.txt").mkdir(parents=True)  # a directory where a file goes
-        with pytest.raises(IsADirectoryError) as exc:
-            v.restore("latest", tmp_path / "t")
-    assert used and used[0] is not None
-    assert exc.value.filename.endswith("d2/e2/f2.txt")
+        (root / "d2" / "e2" / "f2.txt" / "mine").write_text("keep")
+        (root / "d3" / "e0" / "f3.txt").mkdir(parents=True)  # an empty one is replaced
+        st = v.restore("latest", tmp_path / "t")
+        assert used and used[0] is not None
+        assert st.failed == [("src/d2/e2/f2.txt", "a directory is in the way (--delete replaces it)")]
+        assert (root / "d2" / "e2" / "f2.txt" / "mine").read_text() == "keep"
+        assert (root / "d3" / "e0" / "f3.txt").read_bytes() == (src / "d3" / "e0" / "f3.txt").read_bytes()
+        assert st.files == sum(1 for p in src.rglob("*") if p.is_file() and not p.is_symlink()) - 1
+        st = v.restore("latest", tmp_path / "t", options=restore.RestoreOptions(delete=True))
+    assert st.failed == [] and st.deleted == 1
+    same_tree(src, root)
 
 
 def test_helper_that_dies_is_a_clear_error(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = write_tree(tmp_path / "src", small=300)
-    real = restore._helper_sink
+    real = restore_files.helper_sink
 
-    def doomed() -> restore._HelperSink | None:
-        sink = real()
+    def doomed(job: restore_files.Job, root: int) -> restore_files.HelperSink | None:
+        sink = real(job, root)
         assert sink is not None
         sink.proc.kill()
         sink.proc.wait()
         return sink
 
-    monkeypatch.setattr(restore, "_helper_sink", doomed)
+    monkeypatch.setattr(restore_files, "helper_sink", doomed)
     with env.init() as v:
         v.backup([str(src)])
         with pytest.raises(FreeholdError, match="helper process ended unexpectedly"):
             v.restore("latest", tmp_path / "t")
 
 
-def _serve(payload: bytes) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, "-I", "-S", filewriter.__file__], input=payload,
-                          capture_output=True, check=False)
-    return proc.returncode, proc.stdout.decode()
+def _serve(root: Path, payload: bytes) -> tuple[int, dict[str, object]]:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", filewriter.__file__, str(fd)], input=payload,
+                              capture_output=True, check=False, pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def _dir(rel: bytes) -> bytes:
+    return b"D" + filewriter.DIR.pack(len(rel)) + rel
+
+
+def _file(name: bytes, mode: int, mtime: int, data: bytes, uid: int = -1, gid: int = -1, atime: int = 0,
+          flags: int = 0, xattrs: bytes = b"") -> bytes:
+    return (b"F" + filewriter.FILE.pack(len(name), mode, uid, gid, atime, mtime, flags, len(xattrs), len(data))
+            + name + xattrs + data)
 
 
 def test_filewriter_protocol(tmp_path: Path) -> None:
-    def record(path: Path, mode: int, mtime: int, data: bytes) -> bytes:
-        name = os.fsencode(path)
-        return filewriter.RECORD.pack(len(name), mode, mtime, len(data)) + name + data
-
-    a, b = tmp_path / "a", tmp_path / "b"
-    code, out = _serve(record(a, 0o640, 5_000_000_123, b"alpha") + record(b, 0o600, 7, b""))
-    assert (code, out) == (0, '{"files": 2}\n')
-    assert a.read_bytes() == b"alpha" and a.stat().st_mode & 0o7777 == 0o640
-    assert a.stat().st_mtime_ns == 5_000_000_123 and b.read_bytes() == b""
+    root = tmp_path / "root"
+    (root / "sub" / "in-the-way").mkdir(parents=True)
+    (root / "sub" / "in-the-way" / "x").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "link")
+    code, out = _serve(root, _dir(b"") + _file(b"a", 0o640, 5_000_000_123, b"alpha", atime=7_000_000_000)
+                       + _dir(b"sub") + _file(b"b", 0o4755, 7, b"") + _file(b"in-the-way", 0o644, 1, b"no")
+                       + _file(b"c", 0o600, 9, b"gamma")
+                       + _dir(b"link") + _file(b"d", 0o644, 1, b"through a link"))
+    assert code == 0
+    assert out["files"] == 3 and out["warnings"] == []
+    failed = {f[0]: f[1] for f in out["failed"]}  # type: ignore[union-attr, index]
+    assert set(failed) == {"sub/in-the-way", "link/d"}
+    assert failed["link/d"] in (errno.ELOOP, errno.ENOTDIR)  # a symlink in the target: never followed
+    a = root / "a"
+    st = a.stat()  # before reading it: a read moves an atime older than the mtime (relatime)
+    assert st.st_mode & 0o7777 == 0o640 and st.st_mtime_ns == 5_000_000_123 and st.st_atime_ns == 7_000_000_000
+    assert a.read_bytes() == b"alpha"
+    assert (root / "sub" / "b").stat().st_mode & 0o7777 == 0o4755
+    assert (root / "sub" / "c").read_bytes() == b"gamma"
+    assert list(outside.iterdir()) == []
+    # nothing left under a temporary name, the directory in the way untouched
+    assert sorted(p.name for p in (root / "sub").iterdir()) == ["b", "c", "in-the-way"]
+    assert [p.name for p in (root / "sub" / "in-the-way").iterdir()] == ["x"]
     # a request cut short is refused, not half-written silently
-    code, out = _serve(record(tmp_path / "c", 0o644, 1, b"x" * 100)[:-10])
-    assert code == 1 and '"truncated request"' in out and '"files": 0' in out
+    code, out = _serve(root, _file(b"e", 0o644, 1, b"x" * 100)[:-10])
+    assert code == 1 and out["strerror"] == "truncated request" and out["files"] == 0
+    assert not (root / "e").exists() and not [p for p in root.iterdir() if ".fh-" in p.name]
 
 
 def test_helper_writes_survive_short_pipe_writes(env: Env, tmp_path: Path, used: list[object],
