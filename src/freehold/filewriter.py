@@ -33,17 +33,17 @@ gets the target root as an inherited descriptor, FD on its command line:
 - ``b"D"``, ``DIR`` header (path length), the path: the directory, relative to the root
   (components joined by ``/``, empty for the root itself), that the files after it go into.
 - ``b"F"``, ``FILE`` header (name length, mode, uid, gid (-1: leave), atime and mtime in ns,
-  flags (``SPARSE``, ``CHMOD``, ``REPLACE``, ``DIRECT``), length of the extended attributes, data length),
-  the name, the extended attributes (``pack_xattrs``), the data.
+  flags (``SPARSE``, ``CHMOD``, ``REPLACE``, ``DIRECT``), length of the extended attributes,
+  data length), the name, the extended attributes (``pack_xattrs``), the data.
 
 Integers are little-endian; the helper opens each directory itself (``DirCache``, from the root
 descriptor) and checks every name. A file that cannot be written (no space, permission, a
 directory in the way) is recorded and the helper goes on with the next. At end of input it
 answers once on stdout with one JSON line ``{"files": N, "failed": [[path, errno, strerror,
 size], ...], "warnings": [[path, message], ...]}`` (paths relative to the root) and exits 0; a
-record cut short ends it with ``"errno"``, ``"strerror"`` and exit 1. It ignores SIGINT (the
-parent, interrupted too, ends it by closing the pipe: it finishes the records it has) and
-removes its new file on SIGTERM.
+record cut short ends it with ``"errno"``, ``"strerror"`` and exit 1. It runs in its own
+session and ignores SIGINT (the parent, interrupted, ends it by closing the pipe: it finishes
+the records it has), and removes its new file on SIGTERM.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ XATTR = struct.Struct("<HI")
 SPARSE = 1      # FILE flag: leave aligned all-zero blocks as holes
 CHMOD = 2       # FILE flag: set the mode after creation even when creation gave it
 REPLACE = 4     # FILE flag: the name is taken (the new file replaces what is there)
-DIRECT = 8      # FILE flag: the directory is private to this restore (see NewFile): the final name
+DIRECT = 8      # FILE flag: a directory private to this restore: created under its final name at once
 
 NAME_KEEP = 200        # bytes of the final name kept in a temporary name (NAME_MAX is 255)
 HOLE = 4096            # a sparse file's holes are whole aligned blocks of this size
@@ -228,10 +228,7 @@ def link_anonymous(fd: int, dfd: int, name: bytes, replace: bool) -> None:
     try:
         os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dfd)
-        except OSError:
-            pass
+        _unlink(dfd, tmp)
         raise
 
 
@@ -241,11 +238,11 @@ class NewFile:
     an interrupt came right after ``open`` made it). ``dfd`` must stay open.
 
     Where the file system has ``O_TMPFILE`` the file has no name until ``commit`` links it in
-    (``linkat`` of ``/proc/self/fd/N``): a killed restore leaves nothing behind, and a new name
-    costs one directory insert, as a plain create does. Where ``REPLACE`` says the name is taken
-    (or the link finds it taken), it is linked under a temporary name and renamed over it.
-    Without ``O_TMPFILE`` the file is created under the temporary name and renamed. ``direct``
-    (a private directory): created under its final name, removed if it is not completed."""
+    (``linkat`` of ``/proc/self/fd/N``): a killed restore leaves nothing of it behind (the link
+    costs about what a rename does: a second directory operation). Where ``REPLACE`` says the
+    name is taken (or the link finds it taken), it is linked under a temporary name and renamed
+    over it. Without ``O_TMPFILE`` the file is created under the temporary name and renamed.
+    ``direct`` (a private directory): created under its final name, removed if not completed."""
 
     __slots__ = ("dfd", "direct", "fd", "name", "pos", "sparse", "tmp")
 
