@@ -242,6 +242,11 @@ def _p6_added_later(tmp_path: Path) -> tuple[Env, Path, bytes, Path]:
     with e.open() as v:
         v.add_provider(ProviderSpec(extra.as_uri(), name="p6"))
         v.backup([str(src)])
+        for i in range(20):  # placement is random: each pack leaves out one of the six providers
+            if "p6" in {s.p for r in v.packs() for s in r.shares if s}:
+                break
+            (src / f"more{i}").write_bytes(os.urandom(100_000))
+            v.backup([str(src)])
         assert "p6" in {s.p for r in v.packs() for s in r.shares if s}
     return e, extra, old, src
 
