@@ -336,6 +336,21 @@ class NewFile:
                 pass
 
 
+def _fill(fd: int, pieces: list[bytes] | list[memoryview], mode: int, uid: int, gid: int, atime: int,
+          mtime: int, flags: int) -> None:
+    """The fast paths' common steps on a new file: content, owner, mode (only when the umask or
+    set-id bits need it), times."""
+    for piece in pieces:
+        n = os.write(fd, piece)
+        if n != len(piece):
+            write_all(fd, memoryview(piece)[n:])
+    if uid != -1 or gid != -1:
+        os.fchown(fd, uid, gid)  # before the mode: a chown clears set-id bits
+    if flags & CHMOD or mode & 0o7000 or mode & 0o777 & UMASK:
+        os.fchmod(fd, mode & 0o7777)
+    os.utime(fd, ns=(atime or mtime, mtime))
+
+
 def create(dfd: int, name: bytes, mode: int, mtime: int, pieces: list[bytes] | list[memoryview],
            atime: int = 0, uid: int = -1, gid: int = -1, xattrs: list[tuple[bytes, bytes]] | None = None,
            flags: int = 0) -> list[str]:
@@ -352,15 +367,7 @@ def create(dfd: int, name: bytes, mode: int, mtime: int, pieces: list[bytes] | l
             raise
         if fd >= 0:
             try:
-                for piece in pieces:
-                    n = os.write(fd, piece)
-                    if n != len(piece):
-                        write_all(fd, memoryview(piece)[n:])
-                if uid != -1 or gid != -1:
-                    os.fchown(fd, uid, gid)  # before the mode: a chown clears set-id bits
-                if flags & CHMOD or mode & 0o7000 or mode & 0o777 & UMASK:
-                    os.fchmod(fd, mode & 0o7777)
-                os.utime(fd, ns=(atime or mtime, mtime))
+                _fill(fd, pieces, mode, uid, gid, atime, mtime, flags)
             except BaseException:
                 os.close(fd)
                 _unlink(dfd, name)
@@ -373,15 +380,7 @@ def create(dfd: int, name: bytes, mode: int, mtime: int, pieces: list[bytes] | l
         fd = _open_anonymous(dfd, mode)
         if fd >= 0:
             try:
-                for piece in pieces:
-                    n = os.write(fd, piece)
-                    if n != len(piece):
-                        write_all(fd, memoryview(piece)[n:])
-                if uid != -1 or gid != -1:
-                    os.fchown(fd, uid, gid)  # before the mode: a chown clears set-id bits
-                if flags & CHMOD or mode & 0o7000 or mode & 0o777 & UMASK:
-                    os.fchmod(fd, mode & 0o7777)
-                os.utime(fd, ns=(atime or mtime, mtime))
+                _fill(fd, pieces, mode, uid, gid, atime, mtime, flags)
                 link_anonymous(fd, dfd, name, bool(flags & REPLACE))
             finally:
                 os.close(fd)

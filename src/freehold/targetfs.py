@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UsageError
@@ -100,30 +101,26 @@ class Owners:
         self._groups: dict[tuple[str, int | None], int] = {}
 
     def uid(self, name: str, recorded: int | None) -> int:
-        key = (name, recorded)
-        found = self._users.get(key)
-        if found is None:
-            found = -1 if recorded is None else recorded
-            if name:
-                try:
-                    found = pwd.getpwnam(name).pw_uid
-                except KeyError:
-                    pass
-            self._users[key] = found
-        return found
+        return _mapped(self._users, lambda n: pwd.getpwnam(n).pw_uid, name, recorded)
 
     def gid(self, name: str, recorded: int | None) -> int:
-        key = (name, recorded)
-        found = self._groups.get(key)
-        if found is None:
-            found = -1 if recorded is None else recorded
-            if name:
-                try:
-                    found = grp.getgrnam(name).gr_gid
-                except KeyError:
-                    pass
-            self._groups[key] = found
-        return found
+        return _mapped(self._groups, lambda n: grp.getgrnam(n).gr_gid, name, recorded)
+
+
+def _mapped(cache: dict[tuple[str, int | None], int], lookup: Callable[[str], int], name: str,
+            recorded: int | None) -> int:
+    """The id of ``name`` on this machine where it exists, else the recorded id (-1: leave)."""
+    key = (name, recorded)
+    found = cache.get(key)
+    if found is None:
+        found = -1 if recorded is None else recorded
+        if name:
+            try:
+                found = lookup(name)
+            except KeyError:
+                pass
+        cache[key] = found
+    return found
 
 
 def _create_temp(make: object, name: bytes) -> bytes:
