@@ -23,6 +23,7 @@ REVOKED_KEY = "revoked-key-present"
 UNKNOWN_KEY = "unknown-key"
 ALIASED_PROVIDER = "aliased-provider"
 MISSING_SNAPSHOT = "missing-snapshot"
+GONE_OBJECT = "gone-object-back"
 
 
 @dataclass

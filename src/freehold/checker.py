@@ -21,6 +21,7 @@ from .api import (
     ALIASED_PROVIDER,
     DAMAGED_REPLICA,
     DAMAGED_SHARE,
+    GONE_OBJECT,
     MISSING_BLOB,
     MISSING_REPLICA,
     MISSING_SHARE,
@@ -36,13 +37,12 @@ from .api import (
     CheckReport,
     Problem,
 )
-from .crypto import KIND_INDEX, KIND_SNAPSHOT
 from .errors import FreeholdError, ProviderError
 from .formats import PackRecord, ShareRecord
-from .store import Operation
+from .store import HEALED, Operation
 from .store.configs import CONFIG_NAME, ConfigRead, admits
 from .store.keystore import KEYS_PREFIX
-from .store.metadata import INDEX_PREFIX, MARKER_PREFIX, SNAPSHOT_PREFIX, ReplicaFinding
+from .store.metadata import MARKER_PREFIX, SNAPSHOT_PREFIX, ReplicaFinding
 from .store.packs import DATA_PREFIX, share_name
 from .store.replicas import Verified
 
@@ -217,9 +217,13 @@ class Checker:
 
     def _content_addressed(self) -> list[tuple[str, formats.Snapshot]]:
         snaps: list[tuple[str, formats.Snapshot]] = []
-        for prefix, kind, what in ((INDEX_PREFIX, KIND_INDEX, "index object"),
-                                   (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
-            listing = self.op.objects.listing(prefix)
+        gone = self.op.purge_gone()
+        if gone:
+            self.report.problems.append(Problem(GONE_OBJECT, f"{gone} copies of forgotten or replaced objects were "
+                                                "back (a provider missed a deletion); deleted", healed=True))
+            self.report.healed += gone
+        for prefix, kind, what in HEALED:
+            listing = self.op.live_listing(prefix)
             self.report.replicas += len(listing.held)
             findings = self.op.objects.survey(prefix, kind, what, listing, deep=True)
             self.report.healed += self.op.objects.heal(findings, kind, what)

@@ -43,6 +43,9 @@ KIND_INDEX = 4
 KIND_SNAPSHOT = 5
 KIND_CONFIG = 6
 KIND_KEY = 7
+KIND_DELETION = 8    # 1.3
+KIND_LOCK = 9
+KIND_MAINTENANCE = 10
 
 
 def hkdf(secret: bytes, info: str, length: int = KEY_LEN) -> bytes:

@@ -16,7 +16,7 @@ import msgspec
 from .errors import IntegrityError
 
 FORMAT_VERSION = 1       # every structure's `v`; formats 1.1 and 1.2 add optional fields only (design.md)
-FORMAT_REVISION = "1.2"  # what this code writes
+FORMAT_REVISION = "1.3"  # what this code writes
 
 # Envelope body encodings (the envelope header's fifth byte).
 ENC_NONE = 0
@@ -55,9 +55,45 @@ class PackRecord(msgspec.Struct, frozen=True):
     blobs: list[PackEntry]
 
 
-class IndexFile(msgspec.Struct, frozen=True):
+class IndexFile(msgspec.Struct, frozen=True, omit_defaults=True):
     v: int
     packs: list[PackRecord]
+    time: str = ""                     # 1.3: ISO 8601 UTC time written ("": unknown, counts as old)
+
+
+class Deletion(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.3: a sealed record of what is gone (snapshots, index objects) or retired (packs)."""
+
+    v: int
+    time: str                          # ISO 8601 UTC, the writer's clock (checked against providers')
+    host: str = ""
+    reason: str = ""                   # "forget", "prune", "repair", ...
+    snapshots: list[str] = []          # hex snapshot ids forgotten
+    index: list[str] = []              # hex names of index objects replaced
+    packs: list[bytes] = []            # pack ids retired (deleted by prune unless live again)
+
+
+class Lock(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.3: who is working on the vault; refreshed in place, deleted when released."""
+
+    v: int
+    host: str
+    pid: int
+    op: str
+    time: str                          # taken, ISO 8601 UTC
+    refreshed: str                     # last refreshed, ISO 8601 UTC
+    exclusive: bool = False
+
+
+class Maintenance(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.3: the last ``maintain`` run, replaced in place on every provider."""
+
+    v: int
+    time: str
+    host: str                          # the maintainer
+    period_days: int = 30              # every share is read once per period
+    subset: int = 0                    # the next read-data subset (of ``subsets``)
+    subsets: int = 30
 
 
 class Xattr(msgspec.Struct, frozen=True):
@@ -125,12 +161,28 @@ class ProviderEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     jurisdiction: str = ""
     operator: str = ""
     marker: str = ""                   # 1.1: hex token of the provider's identity marker object
+    price: float = 0.0                 # 1.3: the user's price per TB-month (stats)
+    draining: bool = False             # 1.3: no new shares; repair moves its shares off
+
+
+class Retention(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.3: the forget rules ``maintain`` applies (restic's --keep-* options)."""
+
+    last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+    within: str = ""
+    tags: list[str] = []
 
 
 class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
     allow: list[str] = []              # ISO 3166 alpha-2 codes; empty: anywhere
     min_jurisdictions: int = 1
     max_per_operator: int = 0          # 0: no limit
+    retention: Retention = Retention()  # 1.3: what ``maintain`` forgets (Config has 15 fields: fixmap)
 
 
 class Chunker(msgspec.Struct, frozen=True):

@@ -43,7 +43,7 @@ from .assembly import (
 )
 from .checker import Checker
 from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
-from .crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
+from .crypto import VaultKeys
 from .errors import (
     FreeholdError,
     GuardianShareError,
@@ -57,11 +57,11 @@ from .progress import NullProgress, Progress
 from .providers import Provider
 from .restore import Restore, RestoreOptions, RestoreStats
 from .sources import own_state, plan_backup
-from .store import Operation, Session, Store, snapshot_path
+from .store import HEALED, Operation, Session, Store, snapshot_path
 from .store.cache import LocalCache
 from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, admits, seal_config
 from .store.keystore import KEYS_PREFIX
-from .store.metadata import INDEX_PREFIX, SNAPSHOT_PREFIX
+from .store.metadata import SNAPSHOT_PREFIX
 from .store.replicas import Listing
 
 PACK_SIZE = 16 * 1024 * 1024
@@ -491,10 +491,10 @@ class Vault:
                                    vault_id=self._store.config.vault_id)
         op.configs.heal(read)
         listings = {}
-        for prefix, kind, what in ((INDEX_PREFIX, KIND_INDEX, "index object"),
-                                   (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
-            listings[prefix] = op.objects.listing(prefix)
+        for prefix, kind, what in HEALED:
+            listings[prefix] = op.live_listing(prefix)
             op.objects.heal(op.objects.survey(prefix, kind, what, listings[prefix]), kind, what)
+        op.purge_gone()
         op.keystore.purge_revoked(set(self._store.config.revoked))
         return listings[SNAPSHOT_PREFIX]
 

@@ -18,11 +18,13 @@ thread pools); ``Store.operation()`` makes the per-operation components over a f
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import erasure, formats
-from ..crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
+from ..crypto import KIND_DELETION, KIND_INDEX, KIND_SNAPSHOT, VaultKeys
 from ..errors import FreeholdError, IntegrityError, ObjectNotFound, SnapshotNotFound
 from ..formats import SHARE_HEADER_LEN, PackRecord
 from ..providers.base import Provider
@@ -30,6 +32,9 @@ from ..selection import source_names
 from .blobs import BlobCodec
 from .cache import LocalCache
 from .configs import ConfigStore
+from .deletions import DELETIONS_PREFIX, Deletions
+from .deletions import load as load_deletions
+from .deletions import write as write_deletion
 from .index import Index
 from .keystore import KeyStore
 from .metadata import INDEX_PREFIX, SNAPSHOT_PREFIX, SealedObjects
@@ -39,7 +44,16 @@ from .replicas import Listing, ReplicaSet
 from .session import Session
 from .trees import TreePacks, TreeStore
 
-__all__ = ["Operation", "Session", "Store", "snapshot_path"]
+__all__ = ["DELETIONS_PREFIX", "HEALED", "Operation", "Session", "Store", "snapshot_path", "utc_stamp"]
+
+# The content-addressed replicated objects that healing copies where they are missing.
+HEALED = ((DELETIONS_PREFIX, KIND_DELETION, "deletion record"), (INDEX_PREFIX, KIND_INDEX, "index object"),
+          (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot"))
+
+
+def utc_stamp() -> str:
+    """Now, as the ISO 8601 UTC text every 1.3 time field holds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Store:
@@ -50,6 +64,7 @@ class Store:
         self.providers = providers
         self.cache = LocalCache(cache_dir)
         self.index = Index()
+        self.deletions = Deletions()
         self.tree_packs = TreePacks()
         n = max(5, len(providers))
         self.pool = ThreadPoolExecutor(max(workers, n * 2), thread_name_prefix="freehold-io")
@@ -65,6 +80,8 @@ class Store:
         self._config = config
         self._keys = keys
         self.codec = BlobCodec(keys)
+        good = {p.id for p in config.providers if not p.draining}
+        self.index.good = good.__contains__
         # A full pack: pack_size, plus the largest blob that can top it up, plus its trailer, padded.
         full_pack = padded_length(config.pack_size + config.chunker.max + 256 * 1024)
         self.buffers = ShareBuffers(MAX_PACKS_BUFFERED * config.n,
@@ -124,11 +141,20 @@ class Operation:
 
     # ------------------------------------------------------------------ index
 
+    def load_deletions(self) -> Deletions:
+        """Every deletion record that verifies (1.3), added to the store's."""
+        return load_deletions(self.objects, self.store.deletions, self.session.warn)
+
     def load_index(self) -> None:
-        """Load every index object that verifies (from the cache when it has them); names that
-        verify nowhere are skipped with a warning naming who holds them."""
+        """Load every live index object that verifies (from the cache when it has them): not
+        those a deletion record names; names that verify nowhere are skipped with a warning
+        naming who holds them."""
+        gone = self.load_deletions().index
+        if self.index.names & gone:  # a prune or repair replaced some since they were loaded
+            self.index.clear()
         listing = self.objects.listing(INDEX_PREFIX)
-        todo = [n for n in listing.names if n[len(INDEX_PREFIX):] not in self.index.names]
+        todo = [n for n in listing.names if n[len(INDEX_PREFIX):] not in self.index.names
+                and n[len(INDEX_PREFIX):] not in gone]
         jobs = [self.store.pool.submit(self.objects.read, INDEX_PREFIX, n[len(INDEX_PREFIX):], KIND_INDEX,
                                        "index object") for n in todo]
         for name, job in zip(todo, jobs, strict=True):
@@ -146,13 +172,64 @@ class Operation:
         else:
             self.session.warn(f"ignored {name} (listed by {', '.join(sorted(holders))}): {exc}")
 
-    def write_index(self, records: list[PackRecord]) -> str:
-        plain = formats.encode(formats.IndexFile(v=formats.FORMAT_VERSION, packs=records))
-        h = self.objects.write(INDEX_PREFIX, KIND_INDEX, plain, quorum=self.packs.metadata_quorum())
-        for rec in records:
-            self.index.add_pack(rec)
-        self.index.names.add(h)
+    def write_index(self, records: list[PackRecord], quorum: int | None = None) -> str:
+        idx = formats.IndexFile(v=formats.FORMAT_VERSION, packs=records, time=utc_stamp())
+        plain = formats.encode(idx)
+        h = self.objects.write(INDEX_PREFIX, KIND_INDEX, plain,
+                               quorum=self.packs.metadata_quorum() if quorum is None else quorum)
+        self.index.add_file(h, idx)
         return h
+
+    def maintenance_quorum(self) -> int:
+        """Providers that must take what a repair, prune or forget writes: every reachable one,
+        and at least a majority (and k) of the vault's providers."""
+        n = len(self.store.providers)
+        return max(self.config.k, n // 2 + 1)
+
+    def replace_index(self, old: set[str], records: list[PackRecord], *, retire: Sequence[bytes] = (),
+                      snapshots: Sequence[str] = (), reason: str, host: str,
+                      per_object: int = 2048) -> list[str]:
+        """Write ``records`` as new index objects, then a deletion record retiring the index
+        objects ``old`` (and the packs ``retire``, the snapshots ``snapshots``), then delete the
+        old objects where they are (design §15a). A crash between any two steps leaves every
+        pack that a live snapshot needs listed by a live index object."""
+        quorum = self.maintenance_quorum()
+        names = [self.write_index(records[i: i + per_object], quorum) for i in range(0, len(records), per_object)]
+        if old or retire or snapshots:
+            rec = formats.Deletion(v=formats.FORMAT_VERSION, time=utc_stamp(), host=host, reason=reason,
+                                   snapshots=sorted(snapshots), index=sorted(old), packs=sorted(retire))
+            write_deletion(self.objects, rec, self.store.deletions, quorum)
+        self.purge_gone()
+        return names
+
+    def live_listing(self, prefix: str) -> Listing:
+        """A listing of ``prefix`` without the names deletion records say are gone."""
+        listing = self.objects.listing(prefix)
+        gone = self.load_deletions()
+        for name in [n for n in listing.held if gone.gone(n)]:
+            del listing.held[name]
+        return listing
+
+    def purge_gone(self) -> int:
+        """Delete copies of gone index and snapshot objects wherever they still are; drop them
+        from the cache. Returns how many copies were deleted."""
+        gone = self.load_deletions()
+        deleted = 0
+        for prefix, names in ((INDEX_PREFIX, gone.index), (SNAPSHOT_PREFIX, gone.snapshots)):
+            listing = self.objects.listing(prefix)
+            for name in listing.names:
+                hexname = name[len(prefix):]
+                if hexname not in names:
+                    continue
+                self.store.cache.drop(prefix.rstrip("/"), hexname)
+                for pid, err in self.replicas.delete_each(name, sorted(listing.held[name])).items():
+                    if err is None:
+                        deleted += 1
+                    else:
+                        self.session.warn(f"provider {pid}: cannot delete {name}: {err}")
+        if self.index.names & gone.index:
+            self.index.clear()
+        return deleted
 
     # ------------------------------------------------------------------ snapshots
 
@@ -170,7 +247,8 @@ class Operation:
     def snapshots(self, listing: Listing | None = None) -> list[tuple[str, formats.Snapshot]]:
         """Every snapshot that verifies, oldest first; the others are skipped with a warning."""
         listing = listing or self.objects.listing(SNAPSHOT_PREFIX)
-        ids = [n[len(SNAPSHOT_PREFIX):] for n in listing.names]
+        gone = self.load_deletions().snapshots
+        ids = [n[len(SNAPSHOT_PREFIX):] for n in listing.names if n[len(SNAPSHOT_PREFIX):] not in gone]
         jobs = [self.store.pool.submit(self.load_snapshot, sid) for sid in ids]
         out = []
         for sid, job in zip(ids, jobs, strict=True):

@@ -1,16 +1,19 @@
 """The in-memory index: blob id -> (pack, entry), pack id -> its record (docs/design.md §10).
 
-The union of every index object that verifies. Records hold no references to each other, so a
-later record for the same pack (after a repair) replaces the earlier one for every blob in it.
+The union of every live index object that verifies (1.3: objects a deletion record names are
+not loaded). Several index objects may list one pack (a repair writes the repaired record anew
+and retires the old object; a crash in between leaves both): their records are merged share by
+share (``merge``), and every share is verified by its hash before use anyway.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import formats
-from ..formats import PackEntry, PackRecord
+from ..formats import PackEntry, PackRecord, ShareRecord
 
 
 @dataclass(frozen=True)
@@ -19,11 +22,33 @@ class BlobLoc:
     entry: PackEntry
 
 
+def merge(old: PackRecord, old_time: str, new: PackRecord, new_time: str,
+          good: Callable[[str], bool]) -> PackRecord:
+    """One record of a pack from two: share by share, a recorded share beats a missing one; of
+    two recorded on different providers, the one on a ``good`` provider (in the config, not
+    draining), then the one from the later index object."""
+    if old.shares == new.shares or len(old.shares) != len(new.shares):
+        return old if old_time >= new_time else new
+    shares: list[ShareRecord | None] = []
+    for a, b in zip(old.shares, new.shares, strict=True):
+        if a is None or b is None or a.p == b.p:
+            shares.append(a if b is None else b if a is None else (a if old_time >= new_time else b))
+            continue
+        rank_a, rank_b = (good(a.p), old_time), (good(b.p), new_time)
+        shares.append(a if rank_a >= rank_b else b)
+    base = old if old_time >= new_time else new
+    return formats.PackRecord(id=base.id, len=base.len, k=base.k, n=base.n, shares=shares, blobs=base.blobs)
+
+
 class Index:
     def __init__(self) -> None:
         self._blobs: dict[bytes, BlobLoc] = {}
         self._packs: dict[bytes, PackRecord] = {}
+        self._times: dict[bytes, str] = {}
+        self._listed: dict[bytes, set[str]] = {}   # pack id -> names of the index objects listing it
         self.names: set[str] = set()        # hex names of the index objects loaded
+        self.times: dict[str, str] = {}     # index object name -> its time ("" unknown)
+        self.good: Callable[[str], bool] = lambda pid: True
         self._lock = threading.Lock()
 
     def __contains__(self, blob_id: bytes) -> bool:
@@ -35,9 +60,17 @@ class Index:
     def pack(self, pack_id: bytes) -> PackRecord:
         return self._packs[pack_id]
 
+    def has_pack(self, pack_id: bytes) -> bool:
+        return pack_id in self._packs
+
     def packs(self) -> list[PackRecord]:
         with self._lock:
             return list(self._packs.values())
+
+    def listed_by(self, pack_id: bytes) -> set[str]:
+        """Names of the loaded index objects that list ``pack_id``."""
+        with self._lock:
+            return set(self._listed.get(pack_id, ()))
 
     def blob_count(self) -> int:
         return len(self._blobs)
@@ -46,13 +79,30 @@ class Index:
         with self._lock:
             return sum(loc.entry.s for loc in self._blobs.values())
 
-    def add_pack(self, rec: PackRecord) -> None:
+    def add_pack(self, rec: PackRecord, time: str = "", name: str = "") -> None:
         with self._lock:
+            old = self._packs.get(rec.id)
+            if old is not None:
+                rec = merge(old, self._times.get(rec.id, ""), rec, time, self.good)
             self._packs[rec.id] = rec
+            self._times[rec.id] = max(time, self._times.get(rec.id, ""))
+            if name:
+                self._listed.setdefault(rec.id, set()).add(name)
             for e in rec.blobs:
                 self._blobs.setdefault(e.id, BlobLoc(rec.id, e))
 
     def add_file(self, name_hex: str, idx: formats.IndexFile) -> None:
         for rec in idx.packs:
-            self.add_pack(rec)
+            self.add_pack(rec, idx.time, name_hex)
         self.names.add(name_hex)
+        self.times[name_hex] = idx.time
+
+    def clear(self) -> None:
+        """Forget everything loaded (after a prune or repair replaced index objects)."""
+        with self._lock:
+            self._blobs.clear()
+            self._packs.clear()
+            self._times.clear()
+            self._listed.clear()
+            self.names.clear()
+            self.times.clear()
