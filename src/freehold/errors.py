@@ -15,6 +15,7 @@ Storage errors are translated into these at the provider boundary.
     ├── PolicyError                    exit 9   a placement policy the providers cannot satisfy
     ├── ConflictError                  exit 10  another machine changed the vault at the same time
     ├── VaultNotFound                  exit 11  no vault configured in FREEHOLD_HOME
+    ├── LockedError                    exit 12  another prune, repair or drain is running (or left a lock)
     └── ProviderError                  exit 7   base of the provider errors below
         ├── QuorumError                         too few providers took a write (retryable)
         ├── ObjectNotFound                      (not retryable)
@@ -109,3 +110,9 @@ class ProviderQuota(ProviderError):
 
 class ProviderCorrupt(ProviderError):
     pass
+
+
+class LockedError(FreeholdError):
+    """Another command holds a lock that conflicts (exit 12); ``freehold unlock`` removes stale ones."""
+
+    exit_code = 12

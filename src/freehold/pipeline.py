@@ -11,6 +11,7 @@ snapshot; a crash anywhere leaves earlier snapshots untouched.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import socket
 import stat
@@ -23,18 +24,20 @@ from typing import Any, BinaryIO
 
 from . import formats
 from .chunking import Chunker, Compressor
-from .errors import FreeholdError
+from .errors import ConflictError, FreeholdError
 from .formats import BLOB_DATA, BLOB_TREE, Meta, Node, PackEntry, PackRecord
 from .progress import NullProgress, Progress
 from .selection import snapshot_layout
 from .sources import Plan, Source
 from .store import Operation
+from .store.deletions import SAFETY_WINDOW
 from .store.packs import close_pack
 from .walker import BackupStats, Walker
 
 __all__ = ["Backup", "BackupStats"]
 
-INDEX_EVERY = 32           # packs per index object: bounds the work a crash can lose
+INDEX_EVERY = 4            # packs per index checkpoint: bounds the work a crash can lose ...
+INDEX_SECONDS = 30.0       # ... and so does time: a checkpoint at least this often while packs land
 SMALL_BLOB = 256 * 1024    # blobs below this are compressed in batches, larger ones one by one
 SMALL_BATCH_BYTES = 1024 * 1024
 SMALL_BATCH_COUNT = 128
@@ -42,6 +45,8 @@ MAX_SMALL_BATCHES_IN_FLIGHT = 2
 MAX_SEALS_IN_FLIGHT = 2    # large chunks (<= 4 MiB each) waiting for compression and sealing
 MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and written
 STDIN_MODE = 0o644
+
+log = logging.getLogger("freehold")
 
 
 class _PackStream:
@@ -102,6 +107,8 @@ class Backup(Walker):
         ] = collections.deque()
         self._packs: collections.deque[Future[PackRecord]] = collections.deque()
         self._done: list[PackRecord] = []
+        self._checkpoint_at = time.monotonic() + INDEX_SECONDS
+        self._deletions_seen = set(op.store.deletions.records)   # to notice a prune that runs meanwhile
         self._data = _PackStream(self, BLOB_DATA)
         self._trees = _PackStream(self, BLOB_TREE)
 
@@ -193,13 +200,55 @@ class Backup(Walker):
         rec = self._packs.popleft().result()
         self.stats.stored_bytes += sum(s.z for s in rec.shares if s is not None)
         self._done.append(rec)
-        if len(self._done) >= INDEX_EVERY:
+        if len(self._done) >= INDEX_EVERY or time.monotonic() >= self._checkpoint_at:
             self._write_index()
 
     def _write_index(self) -> None:
         if self._done:
             self.op.write_index(self._done)
             self._done = []
+        self._checkpoint_at = time.monotonic() + INDEX_SECONDS
+
+    def _keep_work(self) -> None:
+        """After a failure or an interruption: index the packs already durable, so the next run
+        does not upload them again (and prune can reclaim them if it never comes)."""
+        try:
+            while self._packs and self._packs[0].done():
+                try:
+                    self._collect_pack()
+                except Exception:  # that pack failed; the others still count
+                    continue
+            self._write_index()
+        except (FreeholdError, OSError) as exc:
+            log.warning("could not index the packs written before the interruption: %s", exc)
+
+    def _revive(self, root: bytes) -> None:
+        """A prune that ran during this backup may have retired packs whose blobs this snapshot
+        reuses (they were in the index it loaded). List those packs again in an index object
+        (a revival: prune deletes no pack a live index object lists), then make sure each
+        still has k shares; too late (the retirement is older than half the safety window) or
+        gone, fail without writing a snapshot (design §15a)."""
+        deletions = self.op.load_deletions()
+        new = [r for name, r in deletions.records.items() if name not in self._deletions_seen]
+        retired = {p for r in new for p in r.packs}
+        if not retired:
+            return
+        needed: dict[bytes, PackRecord] = {}
+        for blob in self.op.trees.blob_ids(root):
+            loc = self.index.lookup(blob)
+            if loc is not None and loc.pack_id in retired and loc.pack_id not in needed:
+                needed[loc.pack_id] = self.index.pack(loc.pack_id)
+        if not needed:
+            return
+        oldest = min(r.time for r in new if set(r.packs) & set(needed))
+        age = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds()
+        again = "data this backup deduplicated against was pruned meanwhile; run the backup again"
+        if age > SAFETY_WINDOW / 2:
+            raise ConflictError(again)
+        self.op.write_index(list(needed.values()))
+        for rec in needed.values():
+            if self.op.shares_present(rec) < rec.k:
+                raise ConflictError(again)
 
     def _finish_data(self) -> None:
         self._flush_small()
@@ -245,6 +294,10 @@ class Backup(Walker):
             if self.own_met:
                 self.progress.warn(f"left out Freehold's own state: {', '.join(self.own_met)}")
             self._finish_data()
+        except BaseException:
+            if not self.dry_run:
+                self._keep_work()
+            raise
         finally:
             self.close()
         snap = formats.Snapshot(
@@ -255,6 +308,7 @@ class Backup(Walker):
             skipped=self.stats.skipped, torn=self.stats.torn, excluded=self.stats.excluded)
         if self.dry_run:
             return "", snap
+        self._revive(root)
         return self.op.write_snapshot(snap), snap
 
     def _roots(self, sources: list[Source], old_root: dict[bytes, Node]) -> list[Node]:

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from . import erasure, formats, keys, placement, reports, state
-from .api import BackupOptions, BackupResult, CheckReport, KeyChange, KeyInfo, Outcome, ProviderStatus, VaultInfo
+from .api import BackupOptions, BackupResult, KeyChange, KeyInfo, Outcome, ProviderStatus, VaultInfo
 from .assembly import (
     ProviderSpec,
     Wrap,
@@ -41,7 +41,6 @@ from .assembly import (
     unlock,
     utc_now,
 )
-from .checker import Checker
 from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
 from .crypto import VaultKeys
 from .errors import (
@@ -63,6 +62,8 @@ from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, admits, seal_co
 from .store.keystore import KEYS_PREFIX
 from .store.metadata import SNAPSHOT_PREFIX
 from .store.replicas import Listing
+from .vault_integrity import IntegrityDoor
+from .vault_upkeep import UpkeepDoor
 
 PACK_SIZE = 16 * 1024 * 1024
 STATE_FILE = state.STATE_FILE
@@ -73,7 +74,7 @@ def default_home() -> Path:
     return Path(os.environ.get("FREEHOLD_HOME") or Path.home() / ".freehold")
 
 
-class Vault:
+class Vault(IntegrityDoor, UpkeepDoor):
     def __init__(self, home: Path, store: Store, master: bytes | None, key_id: str | None,
                  on_disk: state.LocalState | None, hedge_after: float = 2.0,
                  opened: ConfigRead | None = None) -> None:
@@ -474,8 +475,16 @@ class Vault:
             if sorted(snap.paths) == wanted:
                 parent = (sid, snap)
                 break
-        job = Backup(op, plan, progress, own)
-        sid, snap = job.run(parent, tags)
+        # The shared lock is taken before the index is read again: a prune that sees no backup
+        # lock knows no backup loaded the index it replaces (design §15a).
+        held = None if plan.dry_run else op.locks.acquire("backup", exclusive=False)
+        try:
+            op.load_index()
+            job = Backup(op, plan, progress, own)
+            sid, snap = job.run(parent, tags)
+        finally:
+            if held is not None:
+                held.release()
         if sid:  # "" after a dry run
             self.sync_state(last_snapshot=sid)
         self._finish(op)
@@ -544,21 +553,6 @@ class Vault:
         stats = Restore(op, progress).run(snap, target, options, include)
         self._finish(op)
         return stats
-
-    def check(self, read_data: bool = False, progress: Callable[[int], None] | None = None) -> CheckReport:
-        op = self._op()
-        local = self._on_disk
-        read = op.configs.load(seen_generation=local.config_generation if local else 0,
-                               vault_id=self._store.config.vault_id)
-        report = Checker(op, read, local.last_snapshot if local else "").run(read_data, progress)
-        self._finish(op)
-        return report
-
-    def stats(self) -> dict[str, Any]:
-        op = self._op()
-        out = reports.stats(op)
-        self._finish(op)
-        return out
 
     def clear_cache(self) -> None:
         shutil.rmtree(self.home / "cache", ignore_errors=True)

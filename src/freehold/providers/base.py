@@ -103,6 +103,8 @@ class Provider(Protocol):
 
     Optional attribute ``inline = True``: the provider's calls are quick local work, so callers
     make them in their own thread instead of on a pool (and do not hedge them). Absent: False.
+    Optional method ``clock() -> float | None``: the storage server's current time (POSIX
+    seconds), where it has a clock of its own (S3); absent on local directories.
     """
 
     info: ProviderInfo

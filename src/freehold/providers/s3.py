@@ -34,6 +34,7 @@ first), ``pool`` (HTTP connection pool size) and ``addressing`` (``path`` or
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import random
 import re
@@ -394,6 +395,21 @@ class S3Provider:
         except bexc.BotoCoreError as exc:
             raise self._translate(exc, what) from None
         self._bucket_ok_until = time.monotonic() + BUCKET_CHECK_TTL
+
+    def clock(self) -> float | None:
+        """The server's time (the HTTP ``Date`` of a bucket request), to check the local clock
+        before deleting anything by age (design §15a); None when the server sends none."""
+        try:
+            response = self._client.head_bucket(Bucket=self.bucket)
+        except (bexc.ClientError, bexc.BotoCoreError) as exc:
+            raise self._translate(exc, "reading the server's clock") from None
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if not date:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            return None
 
     # -- the Provider protocol --------------------------------------------------------------------
 

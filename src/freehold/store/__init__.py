@@ -37,8 +37,9 @@ from .deletions import load as load_deletions
 from .deletions import write as write_deletion
 from .index import Index
 from .keystore import KeyStore
+from .locks import Locks
 from .metadata import INDEX_PREFIX, SNAPSHOT_PREFIX, SealedObjects
-from .packs import MAX_PACKS_BUFFERED, PackWriter, ShareBuffers, padded_length
+from .packs import MAX_PACKS_BUFFERED, PackWriter, ShareBuffers, padded_length, share_name
 from .reader import BlobReader
 from .replicas import Listing, ReplicaSet
 from .session import Session
@@ -132,6 +133,7 @@ class Operation:
         self.objects = SealedObjects(self.replicas, store.keys, store.cache)
         self.configs = ConfigStore(self.replicas, store.keys, store.cache)
         self.keystore = KeyStore(self.replicas)
+        self.locks = Locks(self.replicas, store.keys.metadata, self.maintenance_quorum())
         self.index = store.index
         self.codec = store.codec
         self.reader = BlobReader(store.index, store.codec, store.providers, store.pool, store.fetch_pool,
@@ -201,6 +203,19 @@ class Operation:
             write_deletion(self.objects, rec, self.store.deletions, quorum)
         self.purge_gone()
         return names
+
+    def shares_present(self, rec: PackRecord) -> int:
+        """How many of a pack's recorded shares exist with their recorded size (HEAD requests)."""
+        count = 0
+        for i, share in enumerate(rec.shares):
+            prov = self.store.providers.get(share.p) if share is not None else None
+            if prov is None or share is None:
+                continue
+            try:
+                count += prov.head(share_name(rec.id, i)) == share.z
+            except FreeholdError:
+                continue
+        return count
 
     def live_listing(self, prefix: str) -> Listing:
         """A listing of ``prefix`` without the names deletion records say are gone."""

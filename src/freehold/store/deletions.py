@@ -19,6 +19,7 @@ from ..errors import FreeholdError
 from .metadata import SealedObjects
 
 DELETIONS_PREFIX = "deletions/"
+SAFETY_WINDOW = 3600.0   # seconds: retired data a backup may still revive is kept at least this long
 
 
 @dataclass

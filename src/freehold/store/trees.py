@@ -85,6 +85,24 @@ class TreeStore:
             if node.type == "dir" and node.subtree is not None:
                 yield from self.walk(node.subtree, path + "/")
 
+    def blob_ids(self, root: bytes, seen: set[bytes] | None = None) -> set[bytes]:
+        """Every blob a tree needs: its own id, its subtrees' and its files' chunks (iterative:
+        a deep tree must not exhaust the stack). ``seen``: trees already walked, skipped."""
+        seen = set() if seen is None else seen
+        out: set[bytes] = set()
+        todo = [root]
+        while todo:
+            tid = todo.pop()
+            if tid in seen:
+                continue
+            seen.add(tid)
+            out.add(tid)
+            for node in self.load(tid).nodes:
+                out.update(node.content)
+                if node.subtree is not None:
+                    todo.append(node.subtree)
+        return out
+
     def find(self, root: bytes, path: str) -> Node | None:
         """The node at a '/'-separated path below a root tree; None for the root itself."""
         parts = [p for p in path.strip("/").split("/") if p and p != "."]
