@@ -45,12 +45,26 @@ class CheckReport:
     snapshots: int = 0
     replicas: int = 0          # replicated objects surveyed
     healed: int = 0            # replica copies written or revoked keys deleted
+    read_packs: int = 0        # packs whose shares were read and hashed (--read-data[-subset])
+    pack_health: list[PackHealth] = field(default_factory=list)   # every pack that is not healthy
+    orphans: Orphans = field(default_factory=lambda: Orphans())
 
     @property
     def healthy(self) -> bool:
         """No finding at all: a check that found and healed a bad copy still reports it (a
         provider misbehaved); the next check is healthy if nothing happened since."""
         return not self.problems
+
+    @property
+    def lost(self) -> bool:
+        """Data is lost: a pack below k good shares, or a blob a snapshot needs in no index
+        and no unindexed pack that ``repair`` could index."""
+        return any(p.kind == LOST_PACK for p in self.problems) or (
+            any(p.kind == MISSING_BLOB for p in self.problems) and not self.orphans.indexable)
+
+    @property
+    def exit_code(self) -> int:
+        return CHECK_DATA_LOST if self.lost else CHECK_HEALTHY if self.healthy else CHECK_REPAIRABLE
 
 
 @dataclass(frozen=True)
@@ -136,3 +150,99 @@ class RestoreOptions:
     overwrite: str = "always"              # one of OVERWRITE_MODES
     delete: bool = False                   # remove target files the snapshot does not hold
     dry_run: bool = False
+
+
+# -- check and repair (issue 13, design §15b) ------------------------------------------------------
+
+# A pack's health.
+PACK_HEALTHY = "healthy"            # n good shares on providers in the config, none draining, policy met
+PACK_AT_RISK = "at-risk"            # k <= good < n, or shares on draining providers, or misplaced
+PACK_UNAVAILABLE = "unavailable"    # fewer than k good now, but enough on unreachable providers
+PACK_LOST = "lost"                  # fewer than k good shares: its blobs cannot be read
+
+# A share's state in the survey.
+SHARE_GOOD = "good"
+SHARE_NEVER_WRITTEN = "never-written"   # nil in the index (a degraded backup)
+SHARE_MISSING = "missing"
+SHARE_WRONG_SIZE = "wrong-size"         # truncated, empty or grown
+SHARE_DAMAGED = "damaged"               # read, and its hash differs from the index's
+SHARE_UNREADABLE = "unreadable"
+SHARE_UNREACHABLE = "unreachable"       # its provider did not answer
+SHARE_UNKNOWN_PROVIDER = "unknown-provider"
+
+# Further finding kinds of ``check``.
+DRAINING_SHARE = "draining-share"
+MISPLACED_PACK = "misplaced-pack"
+LOST_PACK = "lost-pack"
+UNINDEXED_PACK = "unindexed-pack"
+
+# Exit codes of ``check`` (and ``repair``: packs it could not save).
+CHECK_HEALTHY = 0
+CHECK_REPAIRABLE = 1
+CHECK_DATA_LOST = 13
+
+
+@dataclass
+class ShareHealth:
+    index: int
+    provider: str                  # "" when the index records no share
+    state: str                     # one of SHARE_*
+    draining: bool = False         # its provider is being drained
+
+
+@dataclass
+class PackHealth:
+    id: str                        # hex pack id
+    state: str                     # one of PACK_*
+    good: int
+    k: int
+    n: int
+    shares: list[ShareHealth] = field(default_factory=list)
+    misplaced: bool = False        # the current policy would not place it on these providers
+
+
+@dataclass
+class Orphans:
+    """Share objects under data/ that no live index lists: informational, never a problem."""
+
+    packs: int = 0                 # packs in no index and not retired (crashed backups; repair indexes them)
+    shares: int = 0
+    bytes: int = 0
+    indexable: int = 0             # of ``packs``: with at least k shares, so repair can index them
+    retired_packs: int = 0         # retired by a deletion record, awaiting prune
+    retired_bytes: int = 0
+    stray_shares: int = 0          # copies of a live pack's share where the index does not put it
+    unknown: list[str] = field(default_factory=list)   # "provider: name" not named like a share
+
+
+@dataclass
+class RepairReport:
+    dry_run: bool = False
+    packs: int = 0                 # packs surveyed
+    packs_repaired: int = 0
+    shares_rebuilt: int = 0        # written where missing or damaged
+    shares_moved: int = 0          # written on another provider (draining, removed, misplaced)
+    shares_deleted: int = 0        # moved-off and stray copies deleted
+    bytes_read: int = 0
+    bytes_written: int = 0
+    replicas_healed: int = 0
+    index_objects_written: int = 0
+    packs_indexed: int = 0         # packs in no index rebuilt from their trailers
+    lost: list[str] = field(default_factory=list)        # hex ids of packs below k (cannot be repaired)
+    unrepaired: list[str] = field(default_factory=list)  # hex ids still not healthy (e.g. a provider down)
+    actions: list[str] = field(default_factory=list)     # what was (or, dry run, would be) done
+    outcome: Outcome = field(default_factory=Outcome)
+
+    @property
+    def exit_code(self) -> int:
+        return CHECK_DATA_LOST if self.lost else CHECK_REPAIRABLE if self.unrepaired else CHECK_HEALTHY
+
+
+@dataclass
+class ProviderChange:
+    """What ``provider remove`` / ``replace`` did."""
+
+    removed: str = ""
+    added: str = ""
+    repair: RepairReport | None = None
+    outcome: Outcome = field(default_factory=Outcome)

@@ -245,10 +245,12 @@ class Backup(Walker):
         again = "data this backup deduplicated against was pruned meanwhile; run the backup again"
         if age > SAFETY_WINDOW / 2:
             raise ConflictError(again)
-        self.op.write_index(list(needed.values()))
-        for rec in needed.values():
-            if self.op.shares_present(rec) < rec.k:
-                raise ConflictError(again)
+        revival = self.op.write_index(list(needed.values()))
+        lost = [rec.id for rec in needed.values() if self.op.shares_present(rec) < rec.k]
+        if lost:  # too late: the prune deleted them. Retire the revival again, so nothing trusts it.
+            self.op.replace_index({revival}, [], retire=lost, reason="backup-revival-failed",
+                                  host=socket.gethostname())
+            raise ConflictError(again)
 
     def _finish_data(self) -> None:
         self._flush_small()

@@ -10,6 +10,9 @@ Rules, each optional:
   (providers without a recorded jurisdiction do not count).
 - ``max_per_operator``: at most this many of a pack's shares with one operator (providers
   without a recorded operator count as one shared "unknown" operator).
+
+A provider being drained (``ProviderEntry.draining``, format 1.3) is never eligible: it gets no
+new shares, and ``repair`` moves the ones it holds elsewhere.
 """
 
 from __future__ import annotations
@@ -27,12 +30,17 @@ from .formats import Policy, ProviderEntry
 MAX_COMBINATIONS = 200_000
 
 
+def allowed(p: ProviderEntry, policy: Policy) -> bool:
+    """Whether the policy's allow list admits the provider (draining aside)."""
+    allow = {j.upper() for j in policy.allow}
+    return not allow or bool(p.jurisdiction and p.jurisdiction.upper() in allow)
+
+
 def eligible(providers: Iterable[ProviderEntry], policy: Policy,
              exclude: Iterable[str] = ()) -> list[ProviderEntry]:
-    allow = {j.upper() for j in policy.allow}
+    """Providers that may take new shares: allowed by the policy, not draining, not ``exclude``d."""
     skip = set(exclude)
-    return [p for p in providers
-            if p.id not in skip and (not allow or (p.jurisdiction and p.jurisdiction.upper() in allow))]
+    return [p for p in providers if p.id not in skip and not p.draining and allowed(p, policy)]
 
 
 def satisfies(chosen: Sequence[ProviderEntry], policy: Policy) -> bool:
@@ -101,10 +109,12 @@ def check(providers: Sequence[ProviderEntry], n: int, policy: Policy, exclude: I
 def explain(providers: Sequence[ProviderEntry], n: int, policy: Policy, exclude: Iterable[str] = ()) -> str:
     down = set(exclude)
     pool = eligible(providers, policy, down)
-    avail = [p for p in providers if p.id not in down]
+    avail = [p for p in providers if p.id not in down and not p.draining]
+    draining = sum(p.draining for p in providers)
     if len(avail) < n:
         return (f"each pack needs {n} providers but only {len(avail)} are available"
-                + (f" ({len(down)} unreachable)" if down else ""))
+                + (f" ({len(down)} unreachable)" if down else "")
+                + (f" ({draining} being drained)" if draining else ""))
     if len(pool) < n:
         outside = sorted(f"{p.id} ({p.jurisdiction or 'no jurisdiction'})" for p in avail if p not in pool)
         return (f"rule allow={','.join(policy.allow)}: only {len(pool)} providers are in allowed "

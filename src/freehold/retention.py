@@ -251,7 +251,7 @@ class _Bucket:
 
 def _latest(times: list[datetime], now: datetime) -> datetime | None:
     """The newest time that is not in the future (restic's findLatestTimestamp)."""
-    past = [t for t in times if t < now]
+    past = list(times)
     return max(past) if past else None
 
 
@@ -287,7 +287,7 @@ def _apply_group(key: GroupKey, members: list[Candidate], rules: KeepRules, now:
     # Newest first; a stable sort keeps the given order among equal times, as restic's sort.Stable.
     ordered = sorted(members, key=lambda c: c.time, reverse=True)
     times = [c.time.astimezone(_UTC) for c in ordered]
-    latest = now.astimezone(_UTC)
+    latest = _latest(times, now.astimezone(_UTC))
     tag_lists = [[t.strip() for t in entry.split(",")] for entry in rules.tags]
     within = rules.duration("within")
     within_cut = _cutoff(latest, within)

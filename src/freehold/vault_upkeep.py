@@ -1,18 +1,26 @@
-"""The Vault's door to the upkeep jobs: forget, prune, locks, maintain, stats.
+"""The Vault's door to the upkeep jobs: forget, prune, locks, stats, prices and retention.
 
 A mixin of :class:`freehold.vault.Vault` (the one door), kept in its own module so that no
-module outgrows ~600 lines; it uses the Vault's own operation helpers (``_op``, ``_finish``)."""
+module outgrows ~600 lines; it uses the Vault's own operation helpers (``_op``, ``_finish``,
+``_change_config``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import reports
+import msgspec
+
+from . import formats, reports, retention
+from .errors import UsageError
+from .jobs.forget import ForgetReport, forget
+from .jobs.prune import Prune, PruneOptions, PruneReport
 
 if TYPE_CHECKING:
     from .state import LocalState
     from .store import Operation, Store
+    from .store.locks import LockInfo
 
 
 class UpkeepDoor:
@@ -22,9 +30,62 @@ class UpkeepDoor:
 
     def _op(self, degraded: bool = False) -> Operation: ...  # provided by Vault
     def _finish(self, op: Operation) -> Any: ...              # provided by Vault
+    def _change_config(self, op: Operation, mutate: Callable[[formats.Config], formats.Config]) -> list[str]: ...
 
     def stats(self) -> dict[str, Any]:
         op = self._op()
         out = reports.stats(op)
         self._finish(op)
         return out
+
+    def forget(self, rules: retention.KeepRules | None = None, ids: list[str] | None = None, *,
+               group_by: str = "host,paths", hosts: list[str] | None = None, tags: list[str] | None = None,
+               dry_run: bool = False) -> ForgetReport:
+        """Forget snapshots by id or by retention rules (restic's). No data is deleted: ``prune``
+        reclaims what no remaining snapshot needs."""
+        op = self._op()
+        report = forget(op, rules, ids or [], group_by=group_by, hosts=hosts, tags=tags, dry_run=dry_run)
+        self._finish(op)
+        return report
+
+    def prune(self, options: PruneOptions | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> PruneReport:
+        op = self._op()
+        report = Prune(op, options or PruneOptions(), progress).run()
+        self._finish(op)
+        return report
+
+    def locks(self) -> list[LockInfo]:
+        op = self._op()
+        out = op.locks.list()
+        self._finish(op)
+        return out
+
+    def unlock(self, all_locks: bool = False) -> list[LockInfo]:
+        """Remove stale locks (``all_locks``: every lock, for when the user knows none is live)."""
+        op = self._op()
+        out = op.locks.remove(all_locks=all_locks)
+        self._finish(op)
+        return out
+
+    def set_price(self, provider: str, price: float) -> None:
+        """Record the user's price per TB-month of a provider (a config change), for ``stats``."""
+        if price < 0:
+            raise UsageError("a price cannot be negative")
+        ids = [p.id for p in self._store.config.providers]
+        if provider not in ids:
+            raise UsageError(f"no provider {provider!r} (providers: {', '.join(ids)})")
+        op = self._op()
+        self._change_config(op, lambda c: msgspec.structs.replace(c, providers=[
+            msgspec.structs.replace(p, price=float(price)) if p.id == provider else p for p in c.providers]))
+        self._finish(op)
+
+    def set_retention(self, rules: formats.Retention) -> None:
+        """Make ``rules`` the vault's retention policy (what ``maintain`` forgets by)."""
+        retention.KeepRules(last=rules.last, hourly=rules.hourly, daily=rules.daily, weekly=rules.weekly,
+                            monthly=rules.monthly, yearly=rules.yearly, within=rules.within,
+                            tags=tuple(rules.tags))  # validates
+        op = self._op()
+        self._change_config(op, lambda c: msgspec.structs.replace(
+            c, policy=msgspec.structs.replace(c.policy, retention=rules)))
+        self._finish(op)

@@ -96,6 +96,8 @@ class Store:
     @config.setter
     def config(self, config: formats.Config) -> None:
         self._config = config
+        good = {p.id for p in config.providers if not p.draining}
+        self.index.good = good.__contains__
 
     @property
     def keys(self) -> VaultKeys:
@@ -244,6 +246,7 @@ class Operation:
                         self.session.warn(f"provider {pid}: cannot delete {name}: {err}")
         if self.index.names & gone.index:
             self.index.clear()
+            self.load_index()
         return deleted
 
     # ------------------------------------------------------------------ snapshots
