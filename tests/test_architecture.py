@@ -29,7 +29,8 @@ INTERFACES = {"cli", "demo"}
 INTERFACE_MAY_IMPORT = {"vault", "api", "errors", "progress", "cli", "demo", "__init__", "__version__",
                         # value types the CLI builds from its options or prints
                         "formats", "keys", "placement", "guardians", "guardian_pages", "console",
-                        "selection"}  # pure: the CLI parses --exclude-larger-than sizes with it
+                        "selection",  # pure: the CLI parses --exclude-larger-than sizes with it
+                        "retention"}  # pure: the CLI builds forget's keep rules with it
 # Which modules may read the process environment (configuration enters at the edges only).
 ENVIRON_ALLOWED = {"cli", "vault", "testing"}
 ENV_NAMES = ("environ", "getenv", "environb", "putenv")

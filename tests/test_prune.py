@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from freehold import retention
+from freehold.api import PruneOptions
 from freehold.errors import IntegrityError, LockedError, UsageError
-from freehold.jobs.prune import PruneOptions
 
 from .conftest import Env, same_tree
 
@@ -130,15 +130,25 @@ def test_prune_refuses_while_data_is_missing(env: Env, tmp_path: Path) -> None:
 def test_two_prunes_exclude_each_other(env: Env, tmp_path: Path) -> None:
     env.init().close()
     _history(env, tmp_path / "src", 2)
-    with env.open() as v1, env.open() as v2:
-        op = v1._op()  # noqa: SLF001 - holding the lock as a running prune would
-        held = op.locks.acquire("prune", exclusive=True)
-        try:
-            with pytest.raises(LockedError):
-                v2.prune()
-        finally:
-            held.release()
-        v2.prune()
+    seen: list[BaseException] = []
+
+    def second_prune(stage: str, done: int, total: int) -> None:
+        if not seen:
+            with env.open() as other:
+                try:
+                    other.prune()
+                except LockedError as exc:
+                    seen.append(exc)
+                else:
+                    seen.append(AssertionError("a second prune ran beside the first"))
+
+    with env.open() as v:
+        v.prune(progress=second_prune)
+    assert seen and isinstance(seen[0], LockedError), seen
+    assert "freehold unlock" in str(seen[0])
+    with env.open() as v:  # the first released its lock
+        v.prune()
+        assert v.locks() == []
 
 
 class _PruneMidway:

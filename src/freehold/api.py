@@ -246,3 +246,45 @@ class ProviderChange:
     added: str = ""
     repair: RepairReport | None = None
     outcome: Outcome = field(default_factory=Outcome)
+
+
+# -- forget and prune (jobs/forget.py, jobs/prune.py) --------------------------------------------
+
+@dataclass
+class ForgetReport:
+    dry_run: bool = False
+    kept: list[tuple[str, formats.Snapshot, list[str]]] = field(default_factory=list)   # id, snapshot, reasons
+    removed: list[tuple[str, formats.Snapshot]] = field(default_factory=list)
+    groups: int = 0
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    max_unused: float = 0.05          # a pack whose unused part is above this fraction is rewritten
+    dry_run: bool = False
+    safety_window: float = 3600.0     # seconds; store.deletions.SAFETY_WINDOW
+    clock_slack: float = 60.0         # seconds an index object may predate a backup lock and still be its
+    host: str = ""
+
+
+@dataclass
+class PruneReport:
+    dry_run: bool = False
+    snapshots: int = 0
+    packs: int = 0                    # live packs before
+    kept: int = 0
+    repacked: int = 0                 # packs rewritten (their used blobs copied to new packs)
+    dropped: int = 0                  # packs no snapshot uses
+    new_packs: int = 0
+    used_bytes: int = 0               # plaintext bytes the live snapshots need (after dedup)
+    unused_bytes: int = 0             # pack bytes nothing needs, before
+    deleted_packs: int = 0            # packs whose shares were deleted in this run
+    deleted_objects: int = 0
+    freed_bytes: int = 0              # share bytes deleted in this run
+    deferred_packs: int = 0           # retired packs kept until the safety window has passed
+    deferred_bytes: int = 0
+    orphans: int = 0                  # packs in no index found (retired now, deleted after the window)
+    index_objects: int = 0            # index objects replaced
+    written_bytes: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import formats, reports, retention
+from .api import ForgetReport, PruneOptions, PruneReport
 from .errors import UsageError
-from .jobs.forget import ForgetReport, forget
-from .jobs.prune import Prune, PruneOptions, PruneReport
+from .jobs.forget import forget
+from .jobs.prune import Prune
 
 if TYPE_CHECKING:
     from .state import LocalState
@@ -79,6 +80,9 @@ class UpkeepDoor:
         self._change_config(op, lambda c: msgspec.structs.replace(c, providers=[
             msgspec.structs.replace(p, price=float(price)) if p.id == provider else p for p in c.providers]))
         self._finish(op)
+
+    def retention_policy(self) -> formats.Retention:
+        return self._store.config.policy.retention
 
     def set_retention(self, rules: formats.Retention) -> None:
         """Make ``rules`` the vault's retention policy (what ``maintain`` forgets by)."""

@@ -9,20 +9,12 @@ reclaims the data no remaining snapshot needs.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .. import formats, retention
+from ..api import ForgetReport
 from ..errors import SnapshotNotFound, UsageError
 from ..store import Operation
-
-
-@dataclass
-class ForgetReport:
-    dry_run: bool = False
-    kept: list[tuple[str, formats.Snapshot, list[str]]] = field(default_factory=list)   # id, snapshot, reasons
-    removed: list[tuple[str, formats.Snapshot]] = field(default_factory=list)
-    groups: int = 0
 
 
 def _when(snap: formats.Snapshot) -> datetime:

@@ -19,53 +19,20 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .. import formats
+from ..api import PruneOptions, PruneReport
 from ..chunking import Compressor
 from ..errors import ConflictError, FreeholdError, IntegrityError
 from ..formats import BLOB_DATA, BLOB_TREE, PackEntry, PackRecord
 from ..store import Operation
-from ..store.deletions import SAFETY_WINDOW
 from ..store.locks import clock_skew
 from ..store.packs import DATA_PREFIX, close_pack, share_name
 
 MAX_SKEW = 300.0          # seconds between this machine's clock and a provider's beyond which prune refuses
 ORPHANS = "prune-orphans"  # reason of the records retiring share objects that were in no index
 REPACK_BATCH = 256         # blobs read at once while repacking
-
-
-@dataclass(frozen=True)
-class PruneOptions:
-    max_unused: float = 0.05          # a pack whose unused part is above this fraction is rewritten
-    dry_run: bool = False
-    safety_window: float = SAFETY_WINDOW
-    clock_slack: float = 60.0         # seconds an index object may predate a backup lock and still be its
-    host: str = ""
-
-
-@dataclass
-class PruneReport:
-    dry_run: bool = False
-    snapshots: int = 0
-    packs: int = 0                    # live packs before
-    kept: int = 0
-    repacked: int = 0                 # packs rewritten (their used blobs copied to new packs)
-    dropped: int = 0                  # packs no snapshot uses
-    new_packs: int = 0
-    used_bytes: int = 0               # plaintext bytes the live snapshots need (after dedup)
-    unused_bytes: int = 0             # pack bytes nothing needs, before
-    deleted_packs: int = 0            # packs whose shares were deleted in this run
-    deleted_objects: int = 0
-    freed_bytes: int = 0              # share bytes deleted in this run
-    deferred_packs: int = 0           # retired packs kept until the safety window has passed
-    deferred_bytes: int = 0
-    orphans: int = 0                  # packs in no index found (retired now, deleted after the window)
-    index_objects: int = 0            # index objects replaced
-    written_bytes: int = 0
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
 
 
 class Prune:
