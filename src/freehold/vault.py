@@ -56,7 +56,7 @@ from .progress import NullProgress, Progress
 from .providers import Provider
 from .restore import Restore, RestoreOptions, RestoreStats
 from .sources import own_state, plan_backup
-from .store import HEALED, Operation, Session, Store, snapshot_path
+from .store import HEALED, Operation, Session, Store, maintenance, snapshot_path
 from .store.cache import LocalCache
 from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, admits, seal_config
 from .store.keystore import KEYS_PREFIX
@@ -213,6 +213,9 @@ class Vault(IntegrityDoor, UpkeepDoor):
                                       "vault's providers do not hold (a planted key object?)")
             op = store.operation(session)
             op.load_index()
+            late = maintenance.overdue(maintenance.newest(op.replicas, vkeys.metadata), config.created)
+            if late:
+                session.warn(late)
         except BaseException:
             store.close()
             raise

@@ -6,6 +6,7 @@ module outgrows ~600 lines; it uses the Vault's own operation helpers (``_op``, 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import formats, reports, retention
-from .api import ForgetReport, PruneOptions, PruneReport
+from .api import CHECK_DATA_LOST, ForgetReport, MaintainReport, PruneOptions, PruneReport
 from .errors import UsageError
 from .jobs.forget import forget
 from .jobs.prune import Prune
+from .store import maintenance, utc_stamp
 
 if TYPE_CHECKING:
     from .state import LocalState
@@ -80,6 +82,43 @@ class UpkeepDoor:
         self._change_config(op, lambda c: msgspec.structs.replace(c, providers=[
             msgspec.structs.replace(p, price=float(price)) if p.id == provider else p for p in c.providers]))
         self._finish(op)
+
+    def maintain(self, *, take_over: bool = False, period_days: int | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> MaintainReport:
+        """What a timer runs: check, read the next subset of the data (all of it over
+        ``period_days``, one subset a run), repair when needed, forget by the vault's retention
+        policy and prune, then record the run. One host is the maintainer; another refuses
+        unless ``take_over``."""
+        op = self._op()
+        key = self._store.keys.metadata
+        last = maintenance.newest(op.replicas, key, every=True)
+        host = socket.gethostname()
+        self._finish(op)
+        if last is not None and last.host != host and not take_over:
+            raise UsageError(f"{last.host} is this vault's maintainer (last run {last.time}); run maintain there, "
+                             "or here with --take-over to make this host the maintainer")
+        subsets = period_days or (last.subsets if last else 30)
+        subset = (last.subset % subsets) if last and last.subsets == subsets else 0
+        rep = MaintainReport(host=host, subset=f"{subset + 1}/{subsets}")
+        rep.check = self.check(read_subset=rep.subset)  # type: ignore[attr-defined]
+        codes = [rep.check.exit_code]
+        if (not rep.check.healthy and rep.check.exit_code != CHECK_DATA_LOST) or rep.check.pack_health:
+            rep.repair = self.repair()  # type: ignore[attr-defined]
+            codes = [rep.repair.exit_code]
+        rules = self.retention_policy()
+        if rules != formats.Retention():
+            rep.forget = self.forget(retention.KeepRules(
+                last=rules.last, hourly=rules.hourly, daily=rules.daily, weekly=rules.weekly,
+                monthly=rules.monthly, yearly=rules.yearly, within=rules.within, tags=tuple(rules.tags)))
+        if CHECK_DATA_LOST not in codes and ((rep.forget and rep.forget.removed) or rep.check.orphans):
+            rep.prune = self.prune(PruneOptions(), progress)
+        op = self._op()
+        record = formats.Maintenance(v=formats.FORMAT_VERSION, time=utc_stamp(), host=host, period_days=subsets,
+                                     subset=(subset + 1) % subsets, subsets=subsets)
+        maintenance.write(op.replicas, key, record, op.maintenance_quorum())
+        self._finish(op)
+        rep.exit_code = max(codes, key=lambda c: (c == CHECK_DATA_LOST, c))
+        return rep
 
     def retention_policy(self) -> formats.Retention:
         return self._store.config.policy.retention
