@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +17,7 @@ from ..api import PruneOptions, PruneReport
 from ..console import err
 from ..errors import UsageError
 from ..retention import KeepRules
+from .admin import provider_app
 from .common import JsonOpt, PassFileOpt, app, emit, local_time, open_vault, out, size, table
 
 KeepOpt = Annotated[int, typer.Option(min=-1)]
@@ -201,3 +207,100 @@ def retention_set(
         emit(formats.encode_json(rules))
     else:
         out.print("retention policy set")
+
+
+def _command_line(passphrase_file: Path | None) -> str:
+    """How a timer runs this installation's ``freehold maintain``."""
+    exe = shutil.which("freehold") or f"{sys.executable} -m freehold.cli"
+    home = os.environ.get("FREEHOLD_HOME")
+    env = f"FREEHOLD_HOME={shlex.quote(home)} " if home else ""
+    pf = f" --passphrase-file {shlex.quote(str(passphrase_file.resolve()))}" if passphrase_file else \
+        " --passphrase-file /path/to/passphrase-file"
+    return f"{env}{exe} maintain{pf}"
+
+
+def timer_units(passphrase_file: Path | None) -> dict[str, str]:
+    """A systemd user service and timer (daily, randomised, catching up after sleep) and a cron line."""
+    line = _command_line(passphrase_file)
+    return {
+        "freehold-maintain.service": (
+            "[Unit]\nDescription=Freehold vault maintenance (check, read a subset, repair, prune)\n\n"
+            f"[Service]\nType=oneshot\nExecStart=/bin/sh -c {shlex.quote(line)}\nNice=10\nIOSchedulingClass=idle\n"),
+        "freehold-maintain.timer": (
+            "[Unit]\nDescription=Run Freehold vault maintenance daily\n\n"
+            "[Timer]\nOnCalendar=daily\nRandomizedDelaySec=1h\nPersistent=true\n\n"
+            "[Install]\nWantedBy=timers.target\n"),
+        "cron": f"17 3 * * * {line}\n",
+    }
+
+
+@app.command()
+def maintain(
+    take_over: Annotated[bool, typer.Option("--take-over", help="Make this host the vault's maintainer.")] = False,
+    period: Annotated[int | None, typer.Option(help="Days over which every share is read once (one subset a "
+                                               "run; default 30).", min=1, max=366)] = None,
+    print_timer: Annotated[bool, typer.Option("--print-timer", help="Print a systemd timer and a cron line that "
+                                              "run this daily; do nothing else.")] = False,
+    install_timer: Annotated[bool, typer.Option("--install-timer", help="Write the systemd user timer to "
+                                                "~/.config/systemd/user; do nothing else.")] = False,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What a timer runs: check, read the next subset of the data, repair when needed, forget by the
+    retention policy and prune. Exit 0 healthy, 1 problems remain that repair can fix, 13 data lost."""
+    if print_timer or install_timer:
+        units = timer_units(passphrase_file)
+        if install_timer:
+            where = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
+            where.mkdir(parents=True, exist_ok=True)
+            for name in ("freehold-maintain.service", "freehold-maintain.timer"):
+                (where / name).write_text(units[name])
+            out.print(f"wrote {where}/freehold-maintain.service and .timer; enable with:\n"
+                      "  systemctl --user daemon-reload && systemctl --user enable --now freehold-maintain.timer",
+                      markup=False)
+        else:
+            for name in ("freehold-maintain.service", "freehold-maintain.timer"):
+                out.print(f"# ~/.config/systemd/user/{name}\n{units[name]}", markup=False)
+            out.print(f"# or, with cron (crontab -e):\n{units['cron']}", markup=False)
+        return
+    with open_vault(passphrase_file) as v:
+        rep = v.maintain(take_over=take_over, period_days=period, progress=_Stages(as_json))
+    check = rep.check
+    if as_json:
+        emit({"host": rep.host, "subset": rep.subset, "exit_code": rep.exit_code,
+              "check": {"healthy": check.healthy, "problems": len(check.problems)},
+              "repair": None if rep.repair is None else rep.repair.__dict__ | {"outcome": None},
+              "forgotten": [] if rep.forget is None else [s for s, _ in rep.forget.removed],
+              "prune": None if rep.prune is None else rep.prune.__dict__})
+    else:
+        out.print(f"maintenance on {rep.host}: read subset {rep.subset} of the data; check "
+                  f"{'healthy' if check.healthy else f'found {len(check.problems)} problem(s)'}", markup=False)
+        if rep.repair is not None:
+            r = rep.repair
+            out.print(f"repair: {r.packs_repaired} packs repaired, {r.shares_rebuilt} shares rebuilt, "
+                      f"{r.shares_moved} moved; {len(r.lost)} packs lost", markup=False)
+        if rep.forget is not None:
+            out.print(f"forgot {len(rep.forget.removed)} snapshots by the retention policy", markup=False)
+        if rep.prune is not None:
+            out.print(_prune_text(rep.prune), markup=False)
+        status = {0: "healthy", 1: "problems remain that 'freehold repair' can fix", 13: "DATA LOST"}
+        out.print(f"status: {status.get(rep.exit_code, rep.exit_code)}", markup=False)
+    if rep.exit_code:
+        raise typer.Exit(rep.exit_code)
+
+
+@provider_app.command("price")
+def provider_price(
+    name: Annotated[str, typer.Argument(help="The provider's id (see 'freehold provider list').")],
+    price: Annotated[float, typer.Argument(help="What the provider charges per TB-month, in your currency.",
+                                           min=0)],
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a provider's price per TB-month; 'freehold stats' shows the monthly cost."""
+    with open_vault(passphrase_file) as v:
+        v.set_price(name, price)
+    if as_json:
+        emit({"provider": name, "price_per_tb_month": price})
+    else:
+        out.print(f"provider {name}: {price:g} per TB-month", markup=False)

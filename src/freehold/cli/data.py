@@ -287,10 +287,20 @@ def stats(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> None
         return
     out.print(f"snapshots: {s['snapshots']}   scheme: {s['k']}-of-{s['n']}")
     out.print(f"logical bytes (all snapshots): {size(s['logical_bytes'])}")
-    out.print(f"unique bytes (after dedup):    {size(s['unique_bytes'])}")
+    out.print(f"unique bytes (after dedup):    {size(s['unique_bytes'])} of file data, {size(s['tree_bytes'])} "
+              "of directory listings")
     out.print(f"stored bytes (all providers):  {size(s['stored_bytes'])}")
     out.print(f"dedup ratio: {s['dedup_ratio']:.2f}x   storage overhead: {s['overhead_ratio']:.2f}x "
               f"(erasure coding alone: {s['n'] / s['k']:.2f}x)")
-    table(["provider", "url", "objects", "bytes"],
-          [[pid, p["url"], str(p["objects"]), size(p["bytes"]) + (" (unreachable)" if "error" in p else "")]
-           for pid, p in s["providers"].items()])
+    priced = s["priced"]
+    headers = ["provider", "url", "objects", "bytes", "overhead"] + (["price/TB-month", "cost/month"] if priced else [])
+    rows = []
+    for pid, p in s["providers"].items():
+        row = [pid, p["url"], str(p["objects"]), size(p["bytes"]) + (" (unreachable)" if "error" in p else ""),
+               f"{p['overhead_ratio']:.2f}x"]
+        if priced:
+            row += [f"{p['price_per_tb_month']:.2f}", f"{p['cost_per_month']:.4f}"]
+        rows.append(row)
+    table(headers, rows)
+    if priced:
+        out.print(f"cost per month (all providers): {s['cost_per_month']:.4f}")
