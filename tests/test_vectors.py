@@ -576,6 +576,18 @@ STRUCT_CASES = [
     ("config-minimal", config_minimal_struct, lambda: V.CONFIG_MINIMAL_MSGPACK),
     ("keyfile", lambda: keyfile_struct(V.ARGON2_WEAK, V.ENV_KEY), lambda: V.KEYFILE_MSGPACK),
     ("trailer", lambda: formats.PackTrailer(v=1, blobs=vector_entries()), lambda: V.TRAILER_MSGPACK),
+    # format 1.3
+    ("deletion", lambda: formats.Deletion(v=1, time=V.V13_TIME, host="vectors.example", reason="prune",
+                                          snapshots=[V.PARENT_SNAPSHOT.hex()], index=["ab" * 32],
+                                          packs=[V.PACK_ID]), lambda: V.DELETION_MSGPACK),
+    ("lock", lambda: formats.Lock(v=1, host="vectors.example", pid=4242, op="backup", time=V.V13_TIME,
+                                  refreshed=V.V13_TIME, exclusive=True), lambda: V.LOCK_MSGPACK),
+    ("maintenance", lambda: formats.Maintenance(v=1, time=V.V13_TIME, host="vectors.example", period_days=30,
+                                                subset=7, subsets=30), lambda: V.MAINTENANCE_MSGPACK),
+    ("policy-1.3", lambda: formats.Policy(allow=["DE"], retention=formats.Retention(
+        last=3, daily=7, within="30d", tags=["keep"])), lambda: V.POLICY_1_3_MSGPACK),
+    ("provider-1.3", lambda: formats.ProviderEntry(id="p1", url="file:///srv/p1", price=4.5, draining=True),
+     lambda: V.PROVIDER_1_3_MSGPACK),
 ]
 
 
