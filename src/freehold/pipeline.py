@@ -228,7 +228,7 @@ class Backup(Walker):
         (a revival: prune deletes no pack a live index object lists), then make sure each
         still has k shares; too late (the retirement is older than half the safety window) or
         gone, fail without writing a snapshot (design §15a)."""
-        deletions = self.op.load_deletions()
+        deletions = self.op.load_deletions(fresh=True)
         new = [r for name, r in deletions.records.items() if name not in self._deletions_seen]
         retired = {p for r in new for p in r.packs}
         if not retired:

@@ -177,8 +177,8 @@ class Prune:
     def _delete_retired(self, listings: dict[str, dict[str, int]]) -> None:
         """Delete the shares of retired packs that no live index lists, when it is safe now."""
         op, r = self.op, self.report
+        deletions = op.load_deletions(fresh=True)
         op.load_index()  # a backup may have revived a pack since (design §15a)
-        deletions = op.load_deletions()
         orphan_since: dict[bytes, str] = {}
         for rec in deletions.records.values():
             if rec.reason == ORPHANS:

@@ -136,6 +136,7 @@ class Operation:
         self.configs = ConfigStore(self.replicas, store.keys, store.cache)
         self.keystore = KeyStore(self.replicas)
         self.locks = Locks(self.replicas, store.keys.metadata, self.maintenance_quorum())
+        self._deletions_listed = False
         self.index = store.index
         self.codec = store.codec
         self.reader = BlobReader(store.index, store.codec, store.providers, store.pool, store.fetch_pool,
@@ -145,9 +146,13 @@ class Operation:
 
     # ------------------------------------------------------------------ index
 
-    def load_deletions(self) -> Deletions:
-        """Every deletion record that verifies (1.3), added to the store's."""
-        return load_deletions(self.objects, self.store.deletions, self.session.warn)
+    def load_deletions(self, fresh: bool = False) -> Deletions:
+        """Every deletion record that verifies (1.3), added to the store's: listed once per
+        operation, again when ``fresh`` (to see what another machine retired meanwhile)."""
+        if fresh or not self._deletions_listed:
+            load_deletions(self.objects, self.store.deletions, self.session.warn)
+            self._deletions_listed = True
+        return self.store.deletions
 
     def load_index(self) -> None:
         """Load every live index object that verifies (from the cache when it has them): not
@@ -232,6 +237,8 @@ class Operation:
         from the cache. Returns how many copies were deleted."""
         gone = self.load_deletions()
         deleted = 0
+        if not gone.index and not gone.snapshots:
+            return 0
         for prefix, names in ((INDEX_PREFIX, gone.index), (SNAPSHOT_PREFIX, gone.snapshots)):
             listing = self.objects.listing(prefix)
             for name in listing.names:
