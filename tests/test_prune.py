@@ -238,3 +238,38 @@ def test_backup_whose_lock_was_lost_fails_instead_of_writing_a_broken_snapshot(e
         out = tmp_path / "out"
         v.restore(sid, out)
     same_tree(src, out / "src")
+
+
+def test_two_machines_backing_up_the_same_data_at_once_are_deduplicated_by_prune(env: Env, tmp_path: Path) -> None:
+    """The issue: two machines backing up the same data at once stored it twice. Prune keeps one
+    copy of each blob and drops or rewrites the packs holding the other."""
+    env.init().close()
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(9)
+    for i in range(6):
+        (src / f"f{i}.bin").write_bytes(rng.randbytes(2 * MiB))
+    other_home = tmp_path / "other-home"
+    from freehold.vault import Vault
+
+    from .conftest import PASS
+
+    Vault.recover([env.urls[0]], passphrase=PASS, home=other_home).close()
+    ids = []
+
+    def second_machine() -> None:
+        with Vault.open(PASS, home=other_home) as other:
+            ids.append(other.backup([str(src)]).id)
+
+    with env.open() as v:
+        ids.append(v.backup([str(src)], _PruneMidway(second_machine)).id)
+    doubled = _stored(env)
+    total = sum(f.stat().st_size for f in src.iterdir())
+    assert doubled > 1.8 * total * 5 / 3, "both machines stored the data"
+    with env.open() as v:
+        rep = v.prune()
+        assert rep.freed_bytes > 0.8 * total * 5 / 3
+        for i, sid in enumerate(ids):
+            v.restore(sid, tmp_path / f"out{i}")
+            same_tree(src, tmp_path / f"out{i}" / "src")
+    assert _stored(env) < 1.2 * total * 5 / 3
