@@ -1,0 +1,258 @@
+"""A vault written by format version 1.2 stays readable (tests/data/vault-v1.2, never regenerated).
+
+The stored provider objects were written by the format-1.2 writer (commit 462bc15,
+tests/data/make_vault_v1_2.py): a 3-of-5 vault of two snapshots of a tree holding everything
+format 1.2 records (design.md §11-§12): owners 1234:2345, user.* xattrs, POSIX ACLs (as
+system.posix_acl_* xattrs), hardlinks, a sparse file, a fifo, a char and a block device, atimes,
+and a selection that left entries out (``Snapshot.excluded``). Today's code must recover it on a
+fresh machine from its providers at whatever path they now live, read every node's ``meta`` as
+the writer recorded it, restore both snapshots exactly as expected.json says (content, mode,
+times, owners, xattrs, link groups, device numbers, holes: compared with os.lstat and
+os.getxattr), find it healthy with ``check --read-data``, and do that with two of the five
+providers gone. Restoring owners and device nodes needs root: those tests are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pytest
+
+import freehold
+from freehold.vault import Vault
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "vault-v1.2"
+SRC = Path(__file__).resolve().parents[1] / "src"
+EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
+OWNER = (FIXTURE / "passphrase.txt").read_text(encoding="utf-8").rstrip("\n")
+SNAPSHOTS: list[dict[str, Any]] = EXPECTED["snapshots"]
+PROVIDERS = [f"p{i}" for i in range(1, EXPECTED["n"] + 1)]
+WRITTEN_AT = Path(EXPECTED["providers_at"])   # where the writer had them; recorded in the config
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="restoring owners and device nodes needs root")
+NOATIME = getattr(os, "O_NOATIME", 0)
+TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
+         stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev"}
+
+
+# ------------------------------------------------------------------ fixtures and helpers
+
+@pytest.fixture
+def moved(tmp_path: Path) -> Iterator[Path]:
+    """The fixture's providers copied to a path of their own, not the one the config records."""
+    root = tmp_path / "disks-mounted-elsewhere"
+    shutil.copytree(FIXTURE / "providers", root)
+    existed = WRITTEN_AT.exists()
+    yield root
+    if not existed:  # nothing was ever written where the sealed config says the providers were
+        assert not WRITTEN_AT.exists(), f"{WRITTEN_AT} was created"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty FREEHOLD_HOME: a fresh machine."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("FREEHOLD_HOME", str(h))
+    return h
+
+
+def urls(root: Path, pids: list[str] | None = None) -> list[str]:
+    return [(root / pid).as_uri() for pid in (pids or PROVIDERS)]
+
+
+def stored_objects(root: Path) -> set[str]:
+    return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
+
+
+def read_quietly(path: Path) -> bytes:
+    """A file's bytes, leaving its atime alone where O_NOATIME is allowed (lstat came first anyway)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOATIME)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def describe(root: Path) -> list[dict[str, Any]]:
+    """Every entry of a restored tree (root included), as expected.json records it, from os.lstat,
+    os.readlink, os.listxattr/getxattr and the bytes. Every lstat is taken before any content
+    is read, so that reading does not move an atime first. A hardlinked file's ``link`` is the
+    first path (in walk order) of the entries sharing its (st_dev, st_ino)."""
+    rels = [""]
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rels += [os.path.relpath(os.path.join(dirpath, n), root) for n in sorted(dirnames + filenames)]
+    stats = {rel: (root / rel if rel else root).lstat() for rel in rels}
+    prefix = root.name
+    groups: dict[tuple[int, int], str] = {}
+    for rel in rels:
+        if stat.S_ISREG(stats[rel].st_mode) and stats[rel].st_nlink > 1:
+            groups.setdefault((stats[rel].st_dev, stats[rel].st_ino), f"{prefix}/{rel}")
+    out = []
+    for rel in rels:
+        p, st = (root / rel if rel else root), stats[rel]
+        kind = TYPES[stat.S_IFMT(st.st_mode)]
+        entry: dict[str, Any] = {"path": f"{prefix}/{rel}" if rel else prefix, "type": kind,
+                                 "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns,
+                                 "uid": st.st_uid, "gid": st.st_gid}
+        if kind not in ("dir", "symlink"):
+            entry["atime_ns"] = st.st_atime_ns
+        if kind == "symlink":
+            target = os.fsencode(os.readlink(p))
+            entry.update(size=len(target), target=os.fsdecode(target), blake3=blake3.blake3(target).hexdigest())
+        elif kind == "file":
+            data = read_quietly(p)
+            entry.update(size=len(data), blake3=blake3.blake3(data).hexdigest(), nlink=st.st_nlink,
+                         sparse=st.st_blocks * 512 < st.st_size)
+            if st.st_nlink > 1:
+                entry["link"] = groups[(st.st_dev, st.st_ino)]
+        elif kind in ("chardev", "blockdev"):
+            entry["rdev"] = [os.major(st.st_rdev), os.minor(st.st_rdev)]
+        entry["xattrs"] = {n: os.getxattr(p, n, follow_symlinks=False).hex()
+                           for n in sorted(os.listxattr(p, follow_symlinks=False))}
+        out.append(entry)
+    return out
+
+
+def assert_restored(target: Path, snap: dict[str, Any]) -> None:
+    roots = sorted(os.listdir(target))
+    assert roots == [Path(p).name for p in snap["paths"]], roots
+    tree = target / roots[0]
+    got = {e["path"]: e for e in describe(tree)}
+    want = {e["path"]: e for e in snap["entries"]}
+    assert sorted(got) == sorted(want), sorted(set(got) ^ set(want))
+    wrong = {p: {k: (want[p].get(k), got[p].get(k)) for k in sorted(want[p].keys() | got[p].keys())
+                 if want[p].get(k) != got[p].get(k)} for p in want if got[p] != want[p]}
+    assert not wrong, f"(expected, restored) where they differ: {wrong}"
+    # The 1.2 points, spelled out (describe already compared them):
+    at = {p: target / p for p in want}
+    links = [p for p, e in want.items() if e.get("link")]
+    assert len(links) >= 2 and len({(at[p].lstat().st_dev, at[p].lstat().st_ino) for p in links}) == 1
+    for p, e in want.items():
+        st = at[p].lstat()
+        if e["type"] in ("chardev", "blockdev"):
+            assert st.st_rdev == os.makedev(*e["rdev"]), p
+        if e["type"] == "file" and e["sparse"]:
+            assert st.st_blocks * 512 < st.st_size // 2, p   # restored with its hole
+        for name, value in e["xattrs"].items():
+            assert os.getxattr(at[p], name, follow_symlinks=False) == bytes.fromhex(value), (p, name)
+    kinds = {e["type"] for e in want.values()}
+    assert {"file", "dir", "symlink", "fifo", "chardev", "blockdev"} <= kinds
+
+
+def restore_all(v: Vault, where: Path) -> None:
+    for i, s in enumerate(SNAPSHOTS):
+        stats = v.restore(s["id"], where / f"r{i}")
+        assert not stats.failed, stats.failed
+        assert_restored(where / f"r{i}", s)
+
+
+def recorded(node: Any) -> dict[str, Any]:
+    m = node.meta
+    assert m is not None, node
+    return {"type": node.type, "mode": node.mode, "mtime": node.mtime, "size": node.size,
+            "uid": m.uid, "gid": m.gid, "user": m.user, "group": m.group, "atime": m.atime,
+            "nlink": m.nlink, "rdev": m.rdev, "sparse": m.sparse, "torn": m.torn,
+            "xattrs": {os.fsdecode(x.n): x.v.hex() for x in m.xattrs}}
+
+
+# ------------------------------------------------------------------ the stored fixture itself
+
+def test_the_current_code_is_under_test() -> None:
+    assert Path(freehold.__file__).resolve().is_relative_to(SRC), freehold.__file__
+
+
+def test_the_fixture_is_intact() -> None:
+    """Every stored object is the one the format-1.2 writer wrote, nothing else is there, and the
+    whole fixture stays under 3 MiB."""
+    objects = {str(f.relative_to(FIXTURE / "providers")): blake3.blake3(f.read_bytes()).hexdigest()
+               for f in sorted((FIXTURE / "providers").rglob("*")) if f.is_file()}
+    assert objects == EXPECTED["objects"]
+    assert sum(f.stat().st_size for f in FIXTURE.rglob("*") if f.is_file()) < 3 * 2**20
+    assert EXPECTED["format"] == "1.2"
+    assert SNAPSHOTS[1]["parent"] == SNAPSHOTS[0]["id"] and SNAPSHOTS[0]["parent"] is None
+    assert all(s["excluded"] > 0 and s["torn"] == [] == s["skipped"] for s in SNAPSHOTS)
+
+
+def test_the_1_2_fields_read_as_written(moved: Path, home: Path) -> None:
+    """Snapshot.excluded/torn/skipped and every node's meta (uid, gid, names, atime, nlink, rdev,
+    sparse, torn, xattrs) decode to what the 1.2 writer recorded. Needs no root."""
+    with Vault.recover(urls(moved)[::-1], passphrase=OWNER, home=home) as v:
+        snaps = dict(v.snapshots())
+        assert sorted(snaps) == sorted(s["id"] for s in SNAPSHOTS)
+        for s in SNAPSHOTS:
+            snap = snaps[s["id"]]
+            assert list(snap.paths) == s["paths"]
+            assert (snap.parent.hex() if snap.parent is not None else None) == s["parent"]
+            assert (snap.files, snap.dirs, snap.size) == (s["files"], s["dirs"], s["size"])
+            assert (snap.excluded, list(snap.torn), list(snap.skipped)) == (s["excluded"], s["torn"], s["skipped"])
+            assert {path: recorded(node) for path, node in v.ls(s["id"])} == s["meta"]
+
+
+# ------------------------------------------------------------------ recovery at new paths
+
+@needs_root
+def test_recover_at_new_paths_and_restore_with_the_api(moved: Path, home: Path, tmp_path: Path) -> None:
+    """All five providers at new paths, given in reverse order: each is found by its marker."""
+    with Vault.recover(urls(moved)[::-1], passphrase=OWNER, home=home) as v:
+        assert not v.last_outcome.down, v.last_outcome
+        restore_all(v, tmp_path)
+    with Vault.open(OWNER, home=home) as v:  # the recovered configuration opens it again
+        v.restore(SNAPSHOTS[1]["id"][:12], tmp_path / "again")
+    assert_restored(tmp_path / "again", SNAPSHOTS[1])
+
+
+def test_check_read_data_is_healthy(moved: Path, home: Path) -> None:
+    with Vault.recover(urls(moved), passphrase=OWNER, home=home) as v:
+        report = v.check(read_data=True)
+        info = v.info()
+    assert report.healthy and not report.problems, report.problems
+    assert report.snapshots == len(SNAPSHOTS) and report.packs == EXPECTED["packs"]
+    assert report.read_packs == EXPECTED["packs"]
+    assert (info.k, info.n, info.generation) == (EXPECTED["k"], EXPECTED["n"], EXPECTED["generation"])
+    assert [(p.id, p.url, p.jurisdiction, p.marker) for p in info.providers] == \
+        [(e["id"], e["url"], e["jurisdiction"], e["marker"]) for e in EXPECTED["providers"]]
+    assert stored_objects(moved) == set(EXPECTED["objects"])  # check found nothing to heal
+
+
+@needs_root
+@pytest.mark.parametrize("gone", [("p1", "p2"), ("p4", "p5"), ("p2", "p5")], ids="-".join)
+def test_two_providers_lost(moved: Path, home: Path, tmp_path: Path, gone: tuple[str, str]) -> None:
+    for pid in gone:
+        shutil.rmtree(moved / pid)
+    left = [pid for pid in PROVIDERS if pid not in gone]
+    with Vault.recover(urls(moved, left), passphrase=OWNER, home=home) as v:
+        assert sorted(sid for sid, _ in v.snapshots()) == sorted(s["id"] for s in SNAPSHOTS)
+        restore_all(v, tmp_path)
+
+
+# ------------------------------------------------------------------ the command line
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FREEHOLD_HOME": str(home), "FREEHOLD_PASSPHRASE": OWNER, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"freehold {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@needs_root
+def test_recover_restore_and_check_with_the_cli(moved: Path, home: Path, tmp_path: Path) -> None:
+    cli(home, "recover", *[a for u in urls(moved) for a in ("--from", u)])
+    for i, s in enumerate(SNAPSHOTS):
+        cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
+        assert_restored(tmp_path / f"r{i}", s)
+    report = json.loads(cli(home, "check", "--read-data", "--json").stdout)
+    assert report["healthy"] and report["read_data"] and not report["problems"], report
