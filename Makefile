@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-quick bench-tahoe clean tools
+
+.PHONY: demo test test-deep lint bench bench-quick bench-tahoe clean tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +31,15 @@ tools:
 	  apt-get install -y -q acl attr >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q acl attr >/dev/null 2>&1) || \
 	  echo "note: cannot install acl and attr: the getfacl/getfattr comparisons will be skipped"
+	@command -v restic >/dev/null || apt-get install -y -q restic >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q restic >/dev/null 2>&1) || \
+	  echo "note: cannot install restic: the retention tests against restic will be skipped"
 
 test: $(VENV)/.installed-test lint tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-deep: $(VENV)/.installed-test tools
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider -m deep
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench.py

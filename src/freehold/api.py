@@ -288,3 +288,16 @@ class PruneReport:
     written_bytes: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MaintainReport:
+    """What one ``maintain`` run did (vault_upkeep.maintain)."""
+
+    host: str = ""
+    subset: str = ""                  # the read-data subset read this run, e.g. "4/30"
+    check: Any = None                 # CheckReport
+    repair: Any = None                # RepairReport, when the check found something to repair
+    forget: ForgetReport | None = None
+    prune: PruneReport | None = None
+    exit_code: int = 0                # 0 healthy, 1 problems remain that repair can fix, 13 data lost

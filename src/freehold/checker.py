@@ -1,6 +1,6 @@
 """``check``: shares, replicated metadata, trees, each finding naming its provider and object.
 
-Shares are compared with what the index expects (``read_data``: read and hashed). Every
+Shares and packs are surveyed by ``jobs.health`` (the door passes its findings in). Every
 replicated object kind is surveyed copy by copy: config (stale or bad copies), key objects
 (missing, damaged, unknown, revoked), index and snapshot objects (missing, bad, stray), and
 each provider's identity marker. Metadata replicas are healed as they are found (copying a
@@ -14,36 +14,27 @@ import os
 from collections import Counter
 from collections.abc import Callable
 
-import blake3
-
-from . import formats, keys, placement
+from . import formats, keys
 from .api import (
     ALIASED_PROVIDER,
     DAMAGED_REPLICA,
-    DAMAGED_SHARE,
     GONE_OBJECT,
     MISSING_BLOB,
     MISSING_REPLICA,
-    MISSING_SHARE,
     MISSING_SNAPSHOT,
     REVOKED_KEY,
     STALE_REPLICA,
     STRAY_OBJECT,
     UNKNOWN_KEY,
-    UNKNOWN_PROVIDER,
-    UNREACHABLE_PROVIDER,
-    UNREADABLE_SHARE,
     UNREADABLE_SNAPSHOT,
     CheckReport,
     Problem,
 )
-from .errors import FreeholdError, ProviderError
-from .formats import PackRecord, ShareRecord
+from .errors import FreeholdError
 from .store import HEALED, Operation
 from .store.configs import CONFIG_NAME, ConfigRead, admits
 from .store.keystore import KEYS_PREFIX
 from .store.metadata import MARKER_PREFIX, SNAPSHOT_PREFIX, ReplicaFinding
-from .store.packs import DATA_PREFIX, share_name
 from .store.replicas import Verified
 
 
@@ -54,12 +45,14 @@ class Checker:
         self.last_snapshot = last_snapshot
         self.report = CheckReport()
 
-    def run(self, read_data: bool, progress: Callable[[int], None] | None = None) -> CheckReport:
+    def run(self, shares: Callable[[CheckReport], None]) -> CheckReport:
+        """``shares`` fills in the findings about shares and packs (the door runs the health
+        survey of ``jobs.health``, which this layer may not import)."""
         r = self.report
         packs = self.op.index.packs()
         r.packs = len(packs)
         r.shares = sum(len(p.shares) for p in packs)
-        self._shares(packs, read_data, progress)
+        shares(r)
         self._config()
         self._markers()
         self._keys()
@@ -77,63 +70,14 @@ class Checker:
                                       object=SNAPSHOT_PREFIX + self.last_snapshot))
         return r
 
-    # ------------------------------------------------------------------ shares
-
-    def _shares(self, packs: list[PackRecord], read_data: bool, progress: Callable[[int], None] | None) -> None:
-        r = self.report
-        providers = self.op.store.providers
-        listings: dict[str, dict[str, int]] = {}
-        for pid, got in self.op.replicas.gather(lambda p: dict(p.list(DATA_PREFIX)),
-                                                     enough=len(providers)).items():
-            if isinstance(got, FreeholdError):
-                r.problems.append(Problem(UNREACHABLE_PROVIDER, str(got), provider=pid))
-            else:
-                listings[pid] = got
-        cfg = self.op.config
-        jobs = []
-        for rec in packs:
-            planned: list[str] = []
-            if any(s is None for s in rec.shares):
-                try:
-                    planned = placement.place(rec.id, cfg.providers, rec.n, cfg.policy)
-                except FreeholdError:
-                    planned = []
-            for i, share in enumerate(rec.shares):
-                name = share_name(rec.id, i)
-                if share is None:
-                    where = planned[i] if i < len(planned) else ""
-                    r.problems.append(Problem(MISSING_SHARE, f"share {i} was never written (degraded backup)",
-                                              where, name))
-                    continue
-                if share.p not in providers:
-                    r.problems.append(Problem(UNKNOWN_PROVIDER, f"share {i} is on {share.p!r}, which the config "
-                                              "does not name", share.p, name))
-                    continue
-                if share.p not in listings:
-                    continue
-                size = listings[share.p].get(name)
-                if size is None:
-                    r.problems.append(Problem(MISSING_SHARE, "share is missing", share.p, name))
-                elif size != share.z:
-                    r.problems.append(Problem(DAMAGED_SHARE, f"size {size}, expected {share.z}", share.p, name))
-                elif read_data:
-                    jobs.append(self.op.store.pool.submit(self._verify_share, rec, i, share))
-        for job in jobs:
-            problem = job.result()
-            if progress:
-                progress(1)
-            if problem:
-                r.problems.append(problem)
-
-    def _verify_share(self, rec: PackRecord, i: int, share: ShareRecord) -> Problem | None:
-        name = share_name(rec.id, i)
-        try:
-            obj = self.op.store.providers[share.p].get(name)
-        except ProviderError as exc:
-            return Problem(UNREADABLE_SHARE, str(exc), share.p, name)
-        if blake3.blake3(obj).digest() != share.h:
-            return Problem(DAMAGED_SHARE, "content does not match its hash in the index", share.p, name)
-        return None
+    def heal_metadata(self) -> int:
+        """The replicated-metadata part of ``run`` alone (``repair`` heals replicas with it):
+        returns the copies written or deleted."""
+        self._config()
+        self._markers()
+        self._keys()
+        self._content_addressed()
+        return self.report.healed
 
     # ------------------------------------------------------------------ replicated metadata
 
@@ -268,3 +212,4 @@ class Checker:
                                                         f"{os.fsdecode(node.name)!r} is in no index"))
             if node.subtree is not None:
                 self._tree(node.subtree, seen)
+

@@ -122,6 +122,8 @@ def _kept(label: str, prog: Counts) -> str:
         n = prog.files_done
         files = "1 file restored so far is" if n == 1 else f"{n} files restored so far are"
         return f"{files} complete; run the same restore again to finish"
+    if label in ("repair", "drain", "replace", "prune"):
+        return f"nothing is lost: what the {label} wrote is kept; run it again to finish"
     return "snapshots already saved are intact"
 
 

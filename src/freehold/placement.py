@@ -56,9 +56,10 @@ def satisfies(chosen: Sequence[ProviderEntry], policy: Policy) -> bool:
     return len(jurisdictions) >= policy.min_jurisdictions
 
 
-def _rank(pack_id: bytes, candidates: list[ProviderEntry]) -> list[ProviderEntry]:
+def rank(pack_id: bytes, candidates: Iterable[ProviderEntry]) -> list[ProviderEntry]:
     """Rendezvous (highest-random-weight) order: stable per pack, even across providers."""
     return sorted(candidates, key=lambda p: blake3.blake3(pack_id + p.id.encode()).digest())
+
 
 
 def _greedy(ranked: list[ProviderEntry], n: int, policy: Policy) -> list[ProviderEntry] | None:
@@ -89,7 +90,7 @@ def _greedy(ranked: list[ProviderEntry], n: int, policy: Policy) -> list[Provide
 def place(pack_id: bytes, providers: Sequence[ProviderEntry], n: int, policy: Policy,
           exclude: Iterable[str] = ()) -> list[str]:
     """Provider id for each of a pack's n shares (share i goes to element i)."""
-    ranked = _rank(pack_id, eligible(providers, policy, exclude))
+    ranked = rank(pack_id, eligible(providers, policy, exclude))
     chosen = _greedy(ranked, n, policy)
     if chosen is None:
         for combo in itertools.islice(itertools.combinations(ranked, n), MAX_COMBINATIONS):

@@ -6,9 +6,9 @@ The rules are those of restic 0.16/0.17 (``internal/restic/snapshot_policy.go``,
 * Snapshots are grouped (by host and paths unless told otherwise) and each group is decided alone.
 * Within a group, snapshots are taken newest first. ``last``/``hourly``/``daily``/``weekly``/
   ``monthly``/``yearly`` each keep the newest snapshot of every calendar period (hour, day, ISO week,
-  month, year) until that rule's count is used up; a snapshot kept by a rule counts towards that rule
-  only, whatever else keeps it. ``-1`` means unlimited. While a count rule still has counts left, it
-  also keeps the group's oldest snapshot (restic 0.16+).
+  month, year) until that rule's count is used up; every rule counts the snapshots it keeps, also
+  those another rule keeps too. ``-1`` means unlimited. While a count rule still has counts left, it
+  also keeps the group's oldest snapshot (restic 0.16+; 0.18 words that reason "oldest ...").
 * ``within`` keeps every snapshot newer than the group's newest snapshot minus the duration (restic
   measures from the newest snapshot that is not in the future, not from now). ``within_hourly`` and
   friends keep the newest snapshot of each period inside such a window, without a count.
@@ -17,7 +17,9 @@ The rules are those of restic 0.16/0.17 (``internal/restic/snapshot_policy.go``,
 * No rule at all is refused (restic: "no policy was specified"), and so is a decision that would
   forget every snapshot of a group (restic 0.17's safety check): both raise :class:`UsageError`.
 
-Calendar periods are taken in UTC (restic uses each snapshot's recorded local time zone).
+Calendar periods are taken in UTC (restic uses each snapshot's recorded local time zone). Durations
+with more than 2562047 hours are refused: restic computes hours in Go's int64 nanoseconds, which
+overflow there and forget everything. Reasons are worded as restic's JSON ``matches``.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ Duration = tuple[int, int, int, int]
 GroupKey = tuple[str, tuple[str, ...], tuple[str, ...]]
 """(host, sorted paths, sorted tags); a part not grouped by is empty."""
 
-_UTC = UTC
 _COUNTS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 _WITHINS = ("within", "within_hourly", "within_daily", "within_weekly", "within_monthly", "within_yearly")
 _NUMBER = re.compile(r"(-?)([0-9]*)")
+_MAX_HOURS = (2**63 - 1) // 3_600_000_000_000  # Go's time.Duration, in which restic subtracts the hours
+_MAX_NUMBER = 10**9
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def parse_duration(text: str) -> Duration:
         value = int(digits)
         if sign and value:
             raise UsageError(f"invalid duration {text!r}: negative values are not allowed")
+        if value >= _MAX_NUMBER:
+            raise UsageError(f"invalid duration {text!r}: the number {value} is too large")
         rest = rest[match.end():]
         if not rest:
             raise UsageError(f"invalid duration {text!r}: no unit after the number {value} (use y, m, d or h)")
@@ -138,6 +143,9 @@ def parse_duration(text: str) -> Duration:
         elif unit == "d":
             days = value
         elif unit == "h":
+            if value > _MAX_HOURS:
+                raise UsageError(f"invalid duration {text!r}: at most {_MAX_HOURS}h (about 292 years; restic's "
+                                 "hour arithmetic overflows beyond); write longer spans with y, m or d")
             hours = value
         else:
             raise UsageError(f"invalid duration {text!r}: unknown unit {unit!r} after the number {value} "
@@ -174,7 +182,7 @@ def group_key(c: Candidate, by: tuple[bool, bool, bool]) -> GroupKey:
 
 def apply(cands: Iterable[Candidate], rules: KeepRules, group_by: str = "host,paths", *,
           now: datetime | None = None, keep_oldest: bool = True) -> list[Decision]:
-    """Decide, group by group (sorted by key), which snapshots the rules keep.
+    """Decide, group by group (sorted by key), which snapshots the rules keep; equal times keep the given order.
 
     ``now`` (default: the current time) only tells which snapshots are in the future: those never
     serve as the newest snapshot that ``within`` durations count from. ``keep_oldest=False`` drops
@@ -184,7 +192,7 @@ def apply(cands: Iterable[Candidate], rules: KeepRules, group_by: str = "host,pa
     if rules.empty():
         raise UsageError("no keep rule given: refusing to forget every snapshot "
                          "(give at least one of keep last/hourly/daily/weekly/monthly/yearly/within/tag)")
-    reference = datetime.now(_UTC) if now is None else now
+    reference = datetime.now(UTC) if now is None else now
     if reference.tzinfo is None or reference.utcoffset() is None:
         raise UsageError(f"now: {reference} has no time zone")
     groups: dict[GroupKey, list[Candidate]] = {}
@@ -251,7 +259,7 @@ class _Bucket:
 
 def _latest(times: list[datetime], now: datetime) -> datetime | None:
     """The newest time that is not in the future (restic's findLatestTimestamp)."""
-    past = list(times)
+    past = [t for t in times if t < now]
     return max(past) if past else None
 
 
@@ -286,8 +294,8 @@ def _apply_group(key: GroupKey, members: list[Candidate], rules: KeepRules, now:
                  keep_oldest: bool) -> Decision:
     # Newest first; a stable sort keeps the given order among equal times, as restic's sort.Stable.
     ordered = sorted(members, key=lambda c: c.time, reverse=True)
-    times = [c.time.astimezone(_UTC) for c in ordered]
-    latest = _latest(times, now.astimezone(_UTC))
+    times = [c.time.astimezone(UTC) for c in ordered]
+    latest = _latest(times, now.astimezone(UTC))
     tag_lists = [[t.strip() for t in entry.split(",")] for entry in rules.tags]
     within = rules.duration("within")
     within_cut = _cutoff(latest, within)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import formats, reports, retention
-from .api import CHECK_DATA_LOST, ForgetReport, MaintainReport, PruneOptions, PruneReport
+from .api import CHECK_DATA_LOST, CHECK_REPAIRABLE, ForgetReport, MaintainReport, PruneOptions, PruneReport
 from .errors import UsageError
 from .jobs.forget import forget
 from .jobs.prune import Prune
@@ -91,7 +91,7 @@ class UpkeepDoor:
         unless ``take_over``."""
         op = self._op()
         key = self._store.keys.metadata
-        last = maintenance.newest(op.replicas, key, every=True)
+        last = maintenance.newest(op.replicas, key)
         host = socket.gethostname()
         self._finish(op)
         if last is not None and last.host != host and not take_over:
@@ -100,17 +100,19 @@ class UpkeepDoor:
         subsets = period_days or (last.subsets if last else 30)
         subset = (last.subset % subsets) if last and last.subsets == subsets else 0
         rep = MaintainReport(host=host, subset=f"{subset + 1}/{subsets}")
-        rep.check = self.check(read_subset=rep.subset)  # type: ignore[attr-defined]
+        rep.check = self.check(subset=rep.subset)  # type: ignore[attr-defined]
         codes = [rep.check.exit_code]
-        if (not rep.check.healthy and rep.check.exit_code != CHECK_DATA_LOST) or rep.check.pack_health:
-            rep.repair = self.repair()  # type: ignore[attr-defined]
+        if rep.check.exit_code == CHECK_REPAIRABLE or rep.check.pack_health:
+            rep.repair = self.repair(read_data=True, subset=rep.subset)  # type: ignore[attr-defined]
             codes = [rep.repair.exit_code]
         rules = self.retention_policy()
         if rules != formats.Retention():
             rep.forget = self.forget(retention.KeepRules(
                 last=rules.last, hourly=rules.hourly, daily=rules.daily, weekly=rules.weekly,
                 monthly=rules.monthly, yearly=rules.yearly, within=rules.within, tags=tuple(rules.tags)))
-        if CHECK_DATA_LOST not in codes and ((rep.forget and rep.forget.removed) or rep.check.orphans):
+        orphans = rep.check.orphans
+        if CHECK_DATA_LOST not in codes and ((rep.forget and rep.forget.removed) or orphans.packs
+                                             or orphans.retired_packs):
             rep.prune = self.prune(PruneOptions(), progress)
         op = self._op()
         record = formats.Maintenance(v=formats.FORMAT_VERSION, time=utc_stamp(), host=host, period_days=subsets,

@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from .. import formats, placement
+from ..console import progress_for
 from ..errors import UsageError
 from ..vault import ProviderSpec, Vault
 from .common import (
@@ -32,8 +33,9 @@ from .common import (
     size,
     table,
 )
+from .data import repair_summary
 
-provider_app = typer.Typer(help="Add and list the vault's providers.", no_args_is_help=True)
+provider_app = typer.Typer(help="Add, list, drain, remove and replace the vault's providers.", no_args_is_help=True)
 policy_app = typer.Typer(help="Where shares may live: jurisdictions and operators.", no_args_is_help=True)
 app.add_typer(provider_app, name="provider")
 app.add_typer(policy_app, name="policy")
@@ -68,6 +70,65 @@ def provider_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False)
             r.jurisdiction or "-", r.operator or "-", str(r.shares), size(r.bytes), r.url] for r in rows])
     if not all(r.healthy for r in rows):
         raise typer.Exit(1)
+
+
+@provider_app.command("drain")
+def provider_drain(
+    name: Annotated[str, typer.Argument(help="The provider to empty.")],
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move every share off a provider (it gets no new ones); rerun to finish an interrupted drain."""
+    with open_vault(passphrase_file) as v, progress_for("drain", as_json) as prog:
+        rep = v.drain_provider(name, progress=prog)
+        left = v.holding(name)
+    repair_summary(rep, as_json, {"provider": name, "packs_left": left})
+    if not as_json:
+        out.print(f"Provider {name} holds no share the index lists; 'freehold provider remove {name}' removes it."
+                  if not left else f"{left} pack(s) still have shares on {name}; run the drain again.",
+                  markup=False)
+    if left or rep.exit_code:
+        raise typer.Exit(rep.exit_code or 1)
+
+
+@provider_app.command("remove")
+def provider_remove(
+    name: Annotated[str, typer.Argument(help="The provider to remove (drained first).")],
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a provider that holds no share the index lists (see 'provider drain')."""
+    with open_vault(passphrase_file) as v:
+        change = v.remove_provider(name)
+    report(as_json, {"removed": change.removed, "missed": change.outcome.missed},
+           f"Removed provider {name}; objects left on it are no longer used." + missed(change.outcome.missed))
+
+
+@provider_app.command("replace")
+def provider_replace(
+    old: Annotated[str, typer.Argument(help="The provider to replace.")],
+    url: Annotated[str, typer.Argument(help="The new provider's URL.")],
+    name: Annotated[str, typer.Option("--name", help="A short name for the new provider.")] = "",
+    jurisdiction: Annotated[str, typer.Option("--jurisdiction", help="ISO 3166 code, e.g. DE.")] = "",
+    operator: Annotated[str, typer.Option("--operator", help="Who runs it, e.g. hetzner.")] = "",
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a new provider, drain the old one onto the others, remove it; rerun to finish."""
+    with open_vault(passphrase_file) as v, progress_for("replace", as_json) as prog:
+        change = v.replace_provider(old, ProviderSpec(url, jurisdiction, operator, name), progress=prog)
+    done = change.removed == old
+    extra = {"added": change.added, "removed": change.removed, "done": done}
+    if change.repair is not None:
+        repair_summary(change.repair, as_json, extra)
+    elif as_json:
+        emit(extra)
+    if not as_json:
+        out.print(f"Replaced provider {old} by {change.added}." if done else
+                  f"Provider {change.added} added; {old} still holds shares: run the same command again.",
+                  markup=False)
+    if not done:
+        raise typer.Exit(change.repair.exit_code if change.repair and change.repair.exit_code else 1)
 
 
 @policy_app.command("set")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
@@ -244,23 +245,32 @@ def restore(
                          + ("" if as_json else " (listed above)"))
 
 
+SubsetOpt = Annotated[str | None, typer.Option(
+    "--read-data-subset", help="Read and verify the shares of some packs: N% (random) or n/t (1/12 .. 12/12).")]
+
+
 @app.command()
 def check(
     read_data: Annotated[bool, typer.Option("--read-data", help="Read and verify every share.")] = False,
+    read_data_subset: SubsetOpt = None,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify the vault; exit 0 when healthy, 1 with a report when not."""
+    """Verify the vault; exit 0 when healthy, 1 when repairable ('freehold repair'), 13 when data is lost."""
     with open_vault(passphrase_file) as v:
-        report = v.check(read_data)
+        report = v.check(read_data, subset=read_data_subset)
     problems = [{"kind": p.kind, "detail": p.detail, "provider": p.provider, "object": p.object,
                  "healed": p.healed} for p in report.problems]
     if as_json:
-        emit({"healthy": report.healthy, "packs": report.packs, "shares": report.shares,
-               "snapshots": report.snapshots, "replicas": report.replicas, "healed": report.healed,
-               "read_data": read_data, "problems": problems})
+        emit({"healthy": report.healthy, "lost": report.lost, "exit_code": report.exit_code,
+              "packs": report.packs, "shares": report.shares,
+              "snapshots": report.snapshots, "replicas": report.replicas, "healed": report.healed,
+              "read_data": read_data, "read_data_subset": read_data_subset, "read_packs": report.read_packs,
+              "problems": problems, "unhealthy_packs": [dataclasses.asdict(h) for h in report.pack_health],
+              "orphans": dataclasses.asdict(report.orphans)})
     else:
-        what = "read and verified" if read_data else "present"
+        what = ("read and verified" if read_data and not read_data_subset else
+                f"present ({report.read_packs} packs read and verified)" if read_data_subset else "present")
         open_ = [p for p in problems if not p["healed"]]
         if report.healthy:
             out.print(f"OK: {report.snapshots} snapshots, {report.packs} packs, all {report.shares} shares "
@@ -273,8 +283,83 @@ def check(
             obj = f" {p['object']}" if p["object"] else ""
             healed = " (healed)" if p["healed"] else ""
             out.print(f"  {p['kind']}{where}:{obj} {p['detail']}{healed}", markup=False)
-    if not report.healthy:
-        raise typer.Exit(1)
+        _pack_lines(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _pack_lines(report: Any) -> None:
+    by_state: dict[str, list[Any]] = {}
+    for h in report.pack_health:
+        by_state.setdefault(h.state, []).append(h)
+    for state, packs in sorted(by_state.items()):
+        out.print(f"{len(packs)} pack(s) {state}:", markup=False)
+        for h in packs[:20]:
+            bad = ", ".join(f"share {s.index} {s.state}{' on ' + s.provider if s.provider else ''}"
+                            for s in h.shares if s.state != "good" or s.draining)
+            extra = " (placed against the policy)" if h.misplaced else ""
+            out.print(f"  pack {h.id[:12]}: {h.good} of {h.n} shares good (k={h.k}){extra}"
+                      + (f"; {bad}" if bad else ""), markup=False)
+        if len(packs) > 20:
+            out.print(f"  ... and {len(packs) - 20} more (see --json)", markup=False)
+    o = report.orphans
+    if o.packs or o.retired_packs or o.stray_shares or o.unknown:
+        out.print(f"Not in any index (not a problem): {o.packs} pack(s) of interrupted backups ({size(o.bytes)}, "
+                  f"{o.indexable} complete enough for 'freehold repair' to index), {o.retired_packs} retired "
+                  f"pack(s) awaiting prune ({size(o.retired_bytes)}), {o.stray_shares} stray share copies, "
+                  f"{len(o.unknown)} unknown object(s).", markup=False)
+    if report.exit_code == 13:
+        out.print("[red]Data is lost[/]: some packs have fewer than k good shares, or a snapshot needs a blob "
+                  "that is in no index.")
+    elif report.exit_code == 1 and report.pack_health:
+        out.print("Run 'freehold repair' to rebuild and move the shares named above.")
+
+
+@app.command()
+def repair(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be done; write nothing.")] = False,
+    read_data: Annotated[bool, typer.Option("--read-data", help="Read and verify every share first "
+                                                              "(finds silently damaged shares).")] = False,
+    read_data_subset: SubsetOpt = None,
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild missing and damaged shares, move shares off draining providers, rebuild the index
+    from pack trailers; exit 0 when everything is healthy, 1 when some is left, 13 when data is lost."""
+    with open_vault(passphrase_file) as v, progress_for("repair", as_json) as prog:
+        rep = v.repair(dry_run=dry_run, read_data=read_data, subset=read_data_subset, progress=prog)
+    repair_summary(rep, as_json)
+    if rep.exit_code:
+        raise typer.Exit(rep.exit_code)
+
+
+def repair_json(rep: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(rep)
+    data["exit_code"] = rep.exit_code
+    return data
+
+
+def repair_summary(rep: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """A repair's result (also that of provider drain and replace)."""
+    if as_json:
+        emit({**repair_json(rep), **(extra or {})})
+        return
+    for line in rep.actions[:50]:
+        out.print(f"  {line}", markup=False)
+    if len(rep.actions) > 50:
+        out.print(f"  ... and {len(rep.actions) - 50} more (see --json)", markup=False)
+    verb = "would repair" if rep.dry_run else "repaired"
+    out.print(f"{rep.packs} packs surveyed; {verb} {rep.packs_repaired}; shares rebuilt {rep.shares_rebuilt}, "
+              f"moved {rep.shares_moved}, deleted {rep.shares_deleted}; {size(rep.bytes_read)} read, "
+              f"{size(rep.bytes_written)} written; {rep.replicas_healed} replica copies healed; "
+              f"{rep.index_objects_written} index objects written; {rep.packs_indexed} packs indexed from "
+              "their trailers.", markup=False)
+    if rep.lost:
+        out.print(f"[red]{len(rep.lost)} pack(s) are lost[/] (fewer than k readable shares): "
+                  + ", ".join(x[:12] for x in rep.lost[:10]))
+    if rep.unrepaired:
+        out.print(f"{len(rep.unrepaired)} pack(s) could not be fully repaired now (a provider down?); run "
+                  "'freehold repair' again later.", markup=False)
 
 
 @app.command()

@@ -20,6 +20,11 @@ import blake3
 
 from .. import placement
 from ..api import (
+    DAMAGED_SHARE,
+    DRAINING_SHARE,
+    LOST_PACK,
+    MISPLACED_PACK,
+    MISSING_SHARE,
     PACK_AT_RISK,
     PACK_HEALTHY,
     PACK_LOST,
@@ -32,12 +37,17 @@ from ..api import (
     SHARE_UNREACHABLE,
     SHARE_UNREADABLE,
     SHARE_WRONG_SIZE,
+    UNKNOWN_PROVIDER,
+    UNREACHABLE_PROVIDER,
+    UNREADABLE_SHARE,
+    CheckReport,
     Orphans,
     PackHealth,
+    Problem,
     ShareHealth,
 )
 from ..errors import FreeholdError, ProviderError, UsageError
-from ..formats import PackRecord, Policy, ProviderEntry
+from ..formats import Config, PackRecord, Policy, ProviderEntry
 from ..store import Operation
 from ..store.packs import DATA_PREFIX, share_name
 
@@ -247,3 +257,67 @@ def classify(view: PackView, entries: dict[str, ProviderEntry], policy: Policy) 
         view.state = PACK_AT_RISK
     else:
         view.state = PACK_HEALTHY
+
+
+# -- check's findings ------------------------------------------------------------------------------
+
+def report_into(found: Survey, r: CheckReport, cfg: Config) -> None:
+    """The survey's findings as ``check`` reports them: share problems (one per share, naming
+    provider and object), pack problems (draining, misplaced, lost), every pack that is not
+    healthy, and the share objects no live index lists."""
+    entries = {p.id: p for p in cfg.providers}
+    r.read_packs = found.read_packs
+    r.orphans = found.summary(cfg.k)
+    for pid, exc in sorted(found.unreachable.items()):
+        r.problems.append(Problem(UNREACHABLE_PROVIDER, str(exc), provider=pid))
+    for view in found.packs:
+        _pack_problems(view, entries, cfg, r)
+
+
+def _pack_problems(view: PackView, entries: dict[str, ProviderEntry], cfg: Config, r: CheckReport) -> None:
+    rec = view.rec
+    planned: list[str] = []
+    if any(s.state == SHARE_NEVER_WRITTEN for s in view.shares):
+        try:
+            planned = placement.place(rec.id, cfg.providers, rec.n, cfg.policy)
+        except FreeholdError:
+            planned = []
+    for s in view.shares:
+        name = share_name(rec.id, s.index)
+        problem = _share_problem(s, name, planned)
+        if problem is not None:
+            r.problems.append(problem)
+        elif s.index in view.draining:
+            r.problems.append(Problem(DRAINING_SHARE, f"share {s.index} is on {s.provider}, which is being "
+                                      "drained ('freehold repair' moves it)", s.provider, name))
+    pack = f"pack {rec.id.hex()[:12]}"
+    if view.misplaced and all(s.provider in entries for s in view.shares if s.provider):
+        where = ", ".join(s.provider for s in view.shares if s.provider)
+        r.problems.append(Problem(MISPLACED_PACK, f"{pack} is on {where}, which the current policy does not "
+                                  f"allow ({placement.describe(cfg.policy)}); 'freehold repair' moves it"))
+    if view.state == PACK_LOST:
+        bad = ", ".join(f"{s.index}: {s.state}{' on ' + s.provider if s.provider else ''}"
+                        for s in view.shares if s.state != SHARE_GOOD)
+        r.problems.append(Problem(LOST_PACK, f"{pack} has {view.good} good shares of the {rec.k} needed "
+                                  f"({bad}): its blobs cannot be read"))
+    if view.state != PACK_HEALTHY:
+        r.pack_health.append(view.health(entries))
+
+
+def _share_problem(s: SharePlace, name: str, planned: list[str]) -> Problem | None:
+    """The finding of one share of the survey (None: good)."""
+    if s.state == SHARE_NEVER_WRITTEN:
+        where = planned[s.index] if s.index < len(planned) else ""
+        return Problem(MISSING_SHARE, f"share {s.index} was never written (degraded backup)", where, name)
+    if s.state == SHARE_UNKNOWN_PROVIDER:
+        return Problem(UNKNOWN_PROVIDER, f"share {s.index} is on {s.provider!r}, which the config does not name",
+                       s.provider, name)
+    if s.state == SHARE_MISSING:
+        return Problem(MISSING_SHARE, "share is missing", s.provider, name)
+    if s.state == SHARE_WRONG_SIZE:
+        return Problem(DAMAGED_SHARE, f"size differs from the expected {s.size}", s.provider, name)
+    if s.state == SHARE_DAMAGED:
+        return Problem(DAMAGED_SHARE, "content does not match its hash in the index", s.provider, name)
+    if s.state == SHARE_UNREADABLE:
+        return Problem(UNREADABLE_SHARE, "cannot be read", s.provider, name)
+    return None  # good, or on an unreachable provider (reported once, for the provider)

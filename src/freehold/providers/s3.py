@@ -186,24 +186,14 @@ def _answer(exc: bexc.ClientError) -> tuple[int, str, int]:
     return int(meta.get("HTTPStatusCode", 0) or 0), code, int(meta.get("RetryAttempts", 0) or 0)
 
 
-def _float_param(name: str, value: str) -> float:
+def _number_param(name: str, value: str, kind: type[int] | type[float]) -> Any:
+    what = "an integer" if kind is int else "a number"
     try:
-        result = float(value)
+        result = kind(value)
     except ValueError:
-        raise UsageError(f"S3 URL parameter {name} must be a number, got {_one_line(value, 40)!r}") from None
-    if not result > 0:
-        raise UsageError(f"S3 URL parameter {name} must be positive")
-    return result
-
-
-def _int_param(name: str, value: str) -> int:
-    try:
-        result = int(value)
-    except ValueError:
-        raise UsageError(f"S3 URL parameter {name} must be an integer, got {_one_line(value, 40)!r}") \
-            from None
-    if result < 1:
-        raise UsageError(f"S3 URL parameter {name} must be at least 1")
+        raise UsageError(f"S3 URL parameter {name} must be {what}, got {_one_line(value, 40)!r}") from None
+    if (kind is int and result < 1) or not result > 0:
+        raise UsageError(f"S3 URL parameter {name} must be {'at least 1' if kind is int else 'positive'}")
     return result
 
 
@@ -306,9 +296,9 @@ class S3Provider:
             if name in options:
                 raise UsageError(f"S3 URL parameter {name} given twice")
             if name in ("connect_timeout", "read_timeout"):
-                options[name] = _float_param(name, value)
+                options[name] = _number_param(name, value, float)
             elif name in ("attempts", "pool"):
-                options[name] = _int_param(name, value)
+                options[name] = _number_param(name, value, int)
             else:
                 options[name] = value or None
         options.update(kw)
@@ -397,18 +387,14 @@ class S3Provider:
         self._bucket_ok_until = time.monotonic() + BUCKET_CHECK_TTL
 
     def clock(self) -> float | None:
-        """The server's time (the HTTP ``Date`` of a bucket request), to check the local clock
-        before deleting anything by age (design §15a); None when the server sends none."""
+        """The server's time (a bucket request's HTTP ``Date``), to check the local clock before
+        deleting by age (design §15a); None when it sends none."""
         try:
-            response = self._client.head_bucket(Bucket=self.bucket)
+            date = self._client.head_bucket(Bucket=self.bucket)["ResponseMetadata"]["HTTPHeaders"].get("date")
+            return email.utils.parsedate_to_datetime(date).timestamp() if date else None
         except (bexc.ClientError, bexc.BotoCoreError) as exc:
             raise self._translate(exc, "reading the server's clock") from None
-        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-        if not date:
-            return None
-        try:
-            return email.utils.parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             return None
 
     # -- the Provider protocol --------------------------------------------------------------------

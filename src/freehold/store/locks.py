@@ -27,6 +27,7 @@ from ..errors import FreeholdError, LockedError
 from .replicas import ReplicaSet, Verified
 
 LOCKS_PREFIX = "locks/"
+_RELEASED: set[str] = set()   # locks this process released: a copy left on a provider then down is stale
 REFRESH_EVERY = 300.0
 STALE_AFTER = 1800.0
 
@@ -86,10 +87,10 @@ class Locks:
                     best = got.value
             if best is None:
                 continue  # verifies nowhere: not a lock of this vault
-            out.append(LockInfo(name, best, listing.held[name], self._stale(best, now)))
+            out.append(LockInfo(name, best, listing.held[name], self._stale(name, best, now)))
         return out
 
-    def _stale(self, lock: formats.Lock, now: datetime) -> str:
+    def _stale(self, name: str, lock: formats.Lock, now: datetime) -> str:
         try:
             age = (now - datetime.fromisoformat(lock.refreshed)).total_seconds()
         except ValueError:
@@ -98,6 +99,8 @@ class Locks:
             return f"not refreshed for {int(age // 60)} minutes"
         if lock.host == self.host and not _alive(lock.pid):
             return f"process {lock.pid} is gone"
+        if lock.host == self.host and lock.pid == os.getpid() and name in _RELEASED:
+            return "released (a copy left on a provider that was down)"
         return ""
 
     def acquire(self, op: str, *, exclusive: bool) -> Held:
@@ -160,6 +163,7 @@ class Held:
                 self.locks.replicas.session.warn(f"cannot refresh the lock: {exc}")
 
     def release(self) -> None:
+        _RELEASED.add(self.name)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 from .. import formats
 from ..crypto import KIND_MAINTENANCE, open_sealed, seal
-from ..errors import FreeholdError
-from .replicas import ReplicaSet, Verified
+from ..errors import ObjectNotFound
+from ..providers.base import Provider
+from .replicas import ReplicaSet
 
 MAINTENANCE_NAME = "maintenance"
 OVERDUE_DAYS = 7.0
@@ -23,18 +24,20 @@ def _open(key: bytes):  # type: ignore[no-untyped-def]
     return verify
 
 
-def newest(replicas: ReplicaSet, key: bytes, *, every: bool = False) -> formats.Maintenance | None:
-    """The newest valid maintenance record: from every provider (``every``), or the first that
-    verifies (cheap: what each command reads to warn when maintenance is overdue)."""
-    if not every:
+def newest(replicas: ReplicaSet, key: bytes) -> formats.Maintenance | None:
+    """The newest valid maintenance record among the providers that answer (a majority, and
+    the others within the hedge delay: a stalled provider costs that delay, never a hang)."""
+    verify = _open(key)
+
+    def one(prov: Provider) -> formats.Maintenance | None:
         try:
-            return replicas.read(MAINTENANCE_NAME, _open(key)).value
-        except FreeholdError:
+            return verify(prov.get(MAINTENANCE_NAME))
+        except ObjectNotFound:
             return None
     best = None
-    for got in replicas.read_each(MAINTENANCE_NAME, _open(key)).values():
-        if isinstance(got, Verified) and (best is None or got.value.time > best.time):
-            best = got.value
+    for got in replicas.gather(one).values():
+        if isinstance(got, formats.Maintenance) and (best is None or got.time > best.time):
+            best = got
     return best
 
 
