@@ -14,15 +14,15 @@ from typing import Any
 
 from . import formats, keys
 from .api import Outcome
-from .crypto import KIND_INDEX, KIND_SNAPSHOT, VaultKeys
+from .crypto import VaultKeys
 from .errors import FreeholdError, IntegrityError, ProviderError, UsageError, VaultNotFound, WrongPassphrase
 from .providers import Provider, open_provider
 from .providers.base import overlapping
 from .state import LocalState
-from .store import Operation, Session, Store
+from .store import HEALED, Operation, Session, Store
 from .store.configs import CONFIG_NAME, ConfigStore, StaleConfig, majority
 from .store.keystore import KEYS_PREFIX, KeyStore, Unlocked
-from .store.metadata import INDEX_PREFIX, MARKER_PREFIX, SNAPSHOT_PREFIX
+from .store.metadata import MARKER_PREFIX
 from .store.replicas import ReplicaSet
 
 # A hook that wraps each provider as it is opened (fault injection, counting, logging).
@@ -209,9 +209,8 @@ def copy_metadata(op: Operation, target: Provider, name: str) -> int:
         got = op.replicas.read(KEYS_PREFIX + kid, keys.read_keyfile)
         target.put(KEYS_PREFIX + kid, got.raw)
         copied += 1
-    for prefix, kind, what in ((INDEX_PREFIX, KIND_INDEX, "index object"),
-                               (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot")):
-        for obj in op.objects.listing(prefix).names:
+    for prefix, kind, what in HEALED:  # deletion records first; nothing they say is gone
+        for obj in op.live_listing(prefix).names:
             try:
                 env, _ = op.objects.read(prefix, obj[len(prefix):], kind, what)
             except FreeholdError as exc:

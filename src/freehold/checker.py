@@ -64,7 +64,8 @@ class Checker:
             except FreeholdError as exc:
                 r.problems.append(Problem(UNREADABLE_SNAPSHOT, f"{sid[:12]}: {exc}"))
         r.snapshots = len(snaps)
-        if self.last_snapshot and self.last_snapshot not in {sid for sid, _ in snaps}:
+        forgotten = self.op.load_deletions().snapshots  # forgetting one's own newest is no rollback
+        if self.last_snapshot and self.last_snapshot not in {sid for sid, _ in snaps} | forgotten:
             r.problems.append(Problem(MISSING_SNAPSHOT, f"snapshot {self.last_snapshot[:12]}, the newest this "
                                       "machine wrote, is on no reachable provider (deleted or rolled back)",
                                       object=SNAPSHOT_PREFIX + self.last_snapshot))

@@ -512,7 +512,7 @@ class Vault(IntegrityDoor, UpkeepDoor):
 
     def _notice_missing_snapshot(self, op: Operation, snaps: list[tuple[str, formats.Snapshot]]) -> None:
         last = self._on_disk.last_snapshot if self._on_disk else ""
-        if last and last not in {sid for sid, _ in snaps}:
+        if last and last not in {sid for sid, _ in snaps} and last not in op.load_deletions().snapshots:
             op.session.warn(f"snapshot {last[:12]}, the newest this machine wrote, is on no reachable provider "
                             "(deleted or rolled back by the providers)")
 
