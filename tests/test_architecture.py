@@ -18,7 +18,7 @@ LAYERS: dict[str, float] = {
     "selection": 2, "sources": 4.5, "walker": 4.5,   # the backup's selection, sources and walk (pipeline)
     "restore_files": 4.5, "restore_select": 4.5,
     "testing": 5, "pipeline": 5, "restore": 5, "checker": 5, "assembly": 5, "reports": 5,
-    "jobs": 5, "vault_integrity": 5.5, "vault_upkeep": 5.5,   # the door's mixins, over the jobs
+    "jobs": 5, "door": 5.4, "vault_integrity": 5.5, "vault_upkeep": 5.5,   # the door's mixins, over the jobs
     "retention": 2,
     "vault": 6,
     "console": 7, "cli": 7.5,

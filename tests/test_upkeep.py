@@ -187,3 +187,22 @@ def test_every_command_warns_when_maintenance_is_overdue(env: Env, tmp_path: Pat
     assert "maintenance is overdue" in proc.stderr and socket.gethostname() in proc.stderr
     env.cli("maintain")
     assert "overdue" not in env.cli("snapshots").stderr
+
+
+def test_retention_policy_is_applied_by_forget_policy_and_by_maintain(env: Env, tmp_path: Path) -> None:
+    env.init().close()
+    src = tmp_path / "src"
+    src.mkdir()
+    refused = env.cli("forget", "--policy", check=False)
+    assert refused.returncode == 2 and "no retention policy" in refused.stdout + refused.stderr
+    for i in range(3):
+        (src / f"f{i}").write_bytes(os.urandom(200_000))
+        env.cli("backup", str(src))
+    env.cli("retention", "set", "--keep-last", "2")
+    dry = json.loads(env.cli("forget", "--policy", "--dry-run", "--json").stdout)
+    assert len(dry["keep"]) == 2 and len(dry["remove"]) == 1
+    (src / "f3").write_bytes(os.urandom(200_000))
+    env.cli("backup", str(src))
+    rep = json.loads(env.cli("maintain", "--json").stdout)
+    assert len(rep["forgotten"]) == 2 and rep["prune"]["deleted_packs"] >= 1 and rep["exit_code"] == 0
+    assert len(json.loads(env.cli("snapshots", "--json").stdout)) == 2

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from freehold.errors import UsageError
+from freehold.formats import Retention
 
 UNLIMITED = -1
 """The count meaning "keep every such snapshot" (restic's ``unlimited``)."""
@@ -81,6 +82,12 @@ class KeepRules:
             raise UsageError(f"keep tags: expected a sequence of tag lists such as ('a', 'b,c'); got {self.tags!r}")
         object.__setattr__(self, "tags", tuple(self.tags))
         object.__setattr__(self, "_durations", durations)
+
+    @classmethod
+    def of(cls, policy: Retention) -> KeepRules:
+        """The rules of a vault's stored retention policy (``Policy.retention``, format 1.3)."""
+        return cls(last=policy.last, hourly=policy.hourly, daily=policy.daily, weekly=policy.weekly,
+                   monthly=policy.monthly, yearly=policy.yearly, within=policy.within, tags=tuple(policy.tags))
 
     def empty(self) -> bool:
         """True when no rule is given (restic's empty policy)."""

@@ -7,8 +7,7 @@ module outgrows ~600 lines; it uses the Vault's own operation helpers (``_op``, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -16,25 +15,18 @@ from . import formats, placement
 from .api import CheckReport, ProviderChange, RepairReport
 from .assembly import ProviderSpec, Wrap, location, open_one
 from .checker import Checker
+from .door import DoorParts
 from .errors import PolicyError, UsageError
 from .jobs import health
 from .jobs.repair import Repair, RepairOptions
 from .progress import Progress
 
 if TYPE_CHECKING:
-    from .state import LocalState
-    from .store import Operation, Store
+    from .store import Operation
     from .store.configs import ConfigRead
 
 
-class IntegrityDoor:
-    _store: Store
-    _on_disk: LocalState | None
-    home: Path
-
-    def _op(self, degraded: bool = False) -> Operation: ...  # provided by Vault
-    def _finish(self, op: Operation) -> Any: ...              # provided by Vault
-    def _change_config(self, op: Operation, mutate: Callable[[formats.Config], formats.Config]) -> list[str]: ...
+class IntegrityDoor(DoorParts):
     def add_provider(self, spec: ProviderSpec, wrap: Wrap | None = None) -> formats.ProviderEntry: ...
 
     def _config_read(self, op: Operation) -> ConfigRead:

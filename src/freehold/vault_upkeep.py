@@ -8,32 +8,23 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from . import formats, reports, retention
 from .api import CHECK_DATA_LOST, CHECK_REPAIRABLE, ForgetReport, MaintainReport, PruneOptions, PruneReport
+from .door import DoorParts
 from .errors import UsageError
 from .jobs.forget import forget
 from .jobs.prune import Prune
 from .store import maintenance, utc_stamp
 
 if TYPE_CHECKING:
-    from .state import LocalState
-    from .store import Operation, Store
     from .store.locks import LockInfo
 
 
-class UpkeepDoor:
-    _store: Store
-    _on_disk: LocalState | None
-    home: Path
-
-    def _op(self, degraded: bool = False) -> Operation: ...  # provided by Vault
-    def _finish(self, op: Operation) -> Any: ...              # provided by Vault
-    def _change_config(self, op: Operation, mutate: Callable[[formats.Config], formats.Config]) -> list[str]: ...
+class UpkeepDoor(DoorParts):
 
     def stats(self) -> dict[str, Any]:
         op = self._op()
@@ -107,9 +98,7 @@ class UpkeepDoor:
             codes = [rep.repair.exit_code]
         rules = self.retention_policy()
         if rules != formats.Retention():
-            rep.forget = self.forget(retention.KeepRules(
-                last=rules.last, hourly=rules.hourly, daily=rules.daily, weekly=rules.weekly,
-                monthly=rules.monthly, yearly=rules.yearly, within=rules.within, tags=tuple(rules.tags)))
+            rep.forget = self.forget(retention.KeepRules.of(rules))
         orphans = rep.check.orphans
         if CHECK_DATA_LOST not in codes and ((rep.forget and rep.forget.removed) or orphans.packs
                                              or orphans.retired_packs):
@@ -127,9 +116,7 @@ class UpkeepDoor:
 
     def set_retention(self, rules: formats.Retention) -> None:
         """Make ``rules`` the vault's retention policy (what ``maintain`` forgets by)."""
-        retention.KeepRules(last=rules.last, hourly=rules.hourly, daily=rules.daily, weekly=rules.weekly,
-                            monthly=rules.monthly, yearly=rules.yearly, within=rules.within,
-                            tags=tuple(rules.tags))  # validates
+        retention.KeepRules.of(rules)  # validates
         op = self._op()
         self._change_config(op, lambda c: msgspec.structs.replace(
             c, policy=msgspec.structs.replace(c.policy, retention=rules)))

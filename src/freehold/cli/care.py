@@ -100,8 +100,7 @@ def forget(
             r = v.retention_policy()
             if r == formats.Retention():
                 raise UsageError("the vault has no retention policy yet ('freehold retention set --keep-...')")
-            rules = KeepRules(last=r.last, hourly=r.hourly, daily=r.daily, weekly=r.weekly, monthly=r.monthly,
-                              yearly=r.yearly, within=r.within, tags=tuple(r.tags))
+            rules = KeepRules.of(r)
         elif not snapshot_ids:
             rules = KeepRules(last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
                               monthly=keep_monthly, yearly=keep_yearly, within=keep_within,

@@ -1,0 +1,24 @@
+"""What the Vault's door mixins (``vault_integrity``, ``vault_upkeep``) use of the Vault itself:
+declared once here, provided by :class:`freehold.vault.Vault`, which inherits both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import formats
+
+if TYPE_CHECKING:
+    from .state import LocalState
+    from .store import Operation, Store
+
+
+class DoorParts:
+    _store: Store
+    _on_disk: LocalState | None
+    home: Path
+
+    def _op(self, degraded: bool = False) -> Operation: ...  # provided by Vault
+    def _finish(self, op: Operation) -> Any: ...              # provided by Vault
+    def _change_config(self, op: Operation, mutate: Callable[[formats.Config], formats.Config]) -> list[str]: ...
