@@ -273,3 +273,23 @@ def test_two_machines_backing_up_the_same_data_at_once_are_deduplicated_by_prune
             v.restore(sid, tmp_path / f"out{i}")
             same_tree(src, tmp_path / f"out{i}" / "src")
     assert _stored(env) < 1.2 * total * 5 / 3
+
+
+def test_prune_copies_only_authentic_blobs_and_decodes_around_a_damaged_share(env: Env, tmp_path: Path) -> None:
+    """Repacking copies sealed blobs as they are, once authenticated; a data share that serves
+    garbage makes that group be decoded from the other shares instead, never copied."""
+    env.init().close()
+    hist = _history(env, tmp_path / "src", 4)
+    with env.open() as v:
+        v.forget(ids=[hist[0][0], hist[1][0]])
+    for p in env.providers:  # every share 0 damaged, wherever it is
+        for f in p.glob("data/*/*.0"):
+            b = bytearray(f.read_bytes())
+            for at in range(100, len(b), 4096):
+                b[at] ^= 0xFF
+            f.write_bytes(bytes(b))
+    with env.open() as v:
+        rep = v.prune(PruneOptions(max_unused=0.0))
+        assert rep.repacked + rep.dropped > 0
+    for i, (sid, files) in enumerate(hist[2:]):
+        _restore_equals(env, sid, files, tmp_path / f"out{i}")

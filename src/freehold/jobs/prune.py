@@ -81,20 +81,35 @@ class Prune:
                                  f"providers (e.g. {short[0].hex()[:12]}); run 'freehold repair' (or bring the "
                                  "providers back) before pruning")
         young = self._young_packs()
-        drop, repack, keep = [], [], []
+        drop: list[PackRecord] = []
+        keep: list[PackRecord] = []
+        candidates: list[tuple[float, int, PackRecord]] = []   # (unused fraction, unused bytes, pack)
         for rec in packs:
             used_here = sum(e.l for e in rec.blobs if e.id in used and _home(op, e.id) == rec.id)
             r.used_bytes += sum(e.s for e in rec.blobs if e.id in used and _home(op, e.id) == rec.id)
-            unused = rec.len - used_here
-            r.unused_bytes += max(0, unused)
+            unused = max(0, rec.len - used_here)
+            r.unused_bytes += unused
             if rec.id in young:
                 keep.append(rec)
             elif used_here == 0:
                 drop.append(rec)
             elif unused / max(1, rec.len) > self.opt.max_unused:
-                repack.append(rec)
+                candidates.append((unused / max(1, rec.len), unused, rec))
             else:
                 keep.append(rec)
+        # As restic's --max-unused: of the packs above the threshold, the emptiest are rewritten
+        # until what stays unused is at most that share of what stays stored.
+        remaining = sum(p.len for p in keep) + sum(c[2].len for c in candidates)
+        unused_left = sum(c[1] for c in candidates) + sum(
+            max(0, p.len - sum(e.l for e in p.blobs if e.id in used and _home(op, e.id) == p.id)) for p in keep)
+        repack: list[PackRecord] = []
+        for _, unused, rec in sorted(candidates, key=lambda c: (-c[0], c[2].id)):
+            if unused_left <= self.opt.max_unused * remaining:
+                keep.append(rec)
+                continue
+            repack.append(rec)
+            unused_left -= unused
+            remaining -= unused
         r.kept, r.repacked, r.dropped = len(keep), len(repack), len(drop)
         indexed = set(by_id) | set(deletions.packs)
         orphans = sorted(p for p in present if p not in indexed)
@@ -163,9 +178,12 @@ class Prune:
         for at in range(0, len(wanted), REPACK_BATCH):
             self.progress("repack", at, len(wanted))
             batch = wanted[at: at + REPACK_BATCH]
-            blobs = op.reader.read_blobs([e.id for e, _ in batch])
+            blobs = op.reader.read_sealed([e.id for e, _ in batch])
             for e, _ in batch:
-                data = blobs[e.id]
+                sealed, data = blobs[e.id]
+                if sealed:  # authenticated: copied as it is (same key, nonce and bytes: nothing re-encrypted)
+                    streams[e.t].add(e.id, e.t, bytes(data), e.s)
+                    continue
                 encoding, body = compressor.encode(data) if e.t == BLOB_DATA else (formats.ENC_NONE, data)
                 streams[e.t].add(e.id, e.t, op.codec.seal(e.id, e.t, body, encoding), len(data))
         for s in streams.values():
