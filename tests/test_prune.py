@@ -293,3 +293,45 @@ def test_prune_copies_only_authentic_blobs_and_decodes_around_a_damaged_share(en
         assert rep.repacked + rep.dropped > 0
     for i, (sid, files) in enumerate(hist[2:]):
         _restore_equals(env, sid, files, tmp_path / f"out{i}")
+
+
+def test_an_index_rewritten_with_the_same_records_in_the_same_instant_is_not_retired(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the two-machines test: a prune that kept exactly the packs of one old index
+    object, in the same second it was written, made an object of the same name (content-
+    addressed), then retired that name, and lost the packs from the index. New index objects
+    never take a retired name."""
+    import freehold.store as store_mod
+
+    fixed = store_mod.datetime(2026, 12, 2, 4, 0, 0, tzinfo=store_mod.UTC)
+
+    class Frozen(store_mod.datetime):  # type: ignore[misc, valid-type]
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return fixed
+
+    monkeypatch.setattr(store_mod, "datetime", Frozen)
+    env.init().close()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(random.Random(3).randbytes(6 * MiB))  # large: no pack is worth rewriting
+    from freehold.vault import Vault
+
+    from .conftest import PASS
+
+    other_home = tmp_path / "other-home"
+    Vault.recover([env.urls[0]], passphrase=PASS, home=other_home).close()
+    ids: list[str] = []
+
+    def second_machine() -> None:  # the same data at the same time: same records, another pack
+        with Vault.open(PASS, home=other_home) as other:
+            ids.append(other.backup([str(src)]).id)
+
+    with env.open() as v:
+        ids.append(v.backup([str(src)], _PruneMidway(second_machine)).id)
+    with env.open() as v:
+        rep = v.prune()
+        assert rep.dropped >= 1 and rep.repacked == 0  # kept: exactly one old index object's packs
+        for i, sid in enumerate(ids):
+            v.restore(sid, tmp_path / f"out{i}")
+            same_tree(src, tmp_path / f"out{i}" / "src")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from .. import formats
@@ -32,7 +32,8 @@ from ..store.packs import DATA_PREFIX, close_pack, share_name
 
 MAX_SKEW = 300.0          # seconds between this machine's clock and a provider's beyond which prune refuses
 ORPHANS = "prune-orphans"  # reason of the records retiring share objects that were in no index
-REPACK_BATCH = 256         # blobs read at once while repacking
+REPACK_BATCH = 256         # blobs read at once while repacking ...
+REPACK_BYTES = 32 << 20    # ... and at most this many bytes of them (peak memory)
 
 
 class Prune:
@@ -175,9 +176,8 @@ class Prune:
         out: list[PackRecord] = []
         streams = {BLOB_DATA: _Stream(self, out), BLOB_TREE: _Stream(self, out)}
         compressor = Compressor()
-        for at in range(0, len(wanted), REPACK_BATCH):
+        for at, batch in _batches(wanted):
             self.progress("repack", at, len(wanted))
-            batch = wanted[at: at + REPACK_BATCH]
             blobs = op.reader.read_sealed([e.id for e, _ in batch])
             for e, _ in batch:
                 sealed, data = blobs[e.id]
@@ -259,6 +259,18 @@ class _Stream:
         self.job.report.written_bytes += sum(s.z for s in rec.shares if s is not None)
         self.out.append(rec)
         self.parts, self.entries, self.size = [], [], 0
+
+
+def _batches(wanted: list[tuple[PackEntry, bytes]]) -> Iterator[tuple[int, list[tuple[PackEntry, bytes]]]]:
+    """(position, batch) of at most REPACK_BATCH blobs and REPACK_BYTES bytes each."""
+    start, size = 0, 0
+    for i, (e, _) in enumerate(wanted):
+        if i > start and (i - start >= REPACK_BATCH or size + e.l > REPACK_BYTES):
+            yield start, wanted[start:i]
+            start, size = i, 0
+        size += e.l
+    if start < len(wanted):
+        yield start, wanted[start:]
 
 
 def _home(op: Operation, blob_id: bytes) -> bytes | None:

@@ -17,10 +17,11 @@ thread pools); ``Store.operation()`` makes the per-operation components over a f
 
 from __future__ import annotations
 
+import itertools
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .. import erasure, formats
@@ -181,9 +182,20 @@ class Operation:
         else:
             self.session.warn(f"ignored {name} (listed by {', '.join(sorted(holders))}): {exc}")
 
-    def write_index(self, records: list[PackRecord], quorum: int | None = None) -> str:
-        idx = formats.IndexFile(v=formats.FORMAT_VERSION, packs=records, time=utc_stamp())
-        plain = formats.encode(idx)
+    def write_index(self, records: list[PackRecord], quorum: int | None = None, avoid: Set[str] = frozenset()
+                    ) -> str:
+        """A new index object of ``records``. Its name must not be one that a deletion record (or
+        the replacement under way, ``avoid``) retires: the same records written in the same instant
+        would hash to the same name, and be deleted as the old one. The time tells them apart."""
+        gone = self.load_deletions().index
+        now = datetime.now(UTC)
+        for step in itertools.count():
+            idx = formats.IndexFile(v=formats.FORMAT_VERSION, packs=records,
+                                    time=(now + timedelta(microseconds=step)).isoformat(timespec="microseconds"))
+            plain = formats.encode(idx)
+            name = self.store.keys.name_id(plain).hex()
+            if name not in gone and name not in avoid:
+                break
         h = self.objects.write(INDEX_PREFIX, KIND_INDEX, plain,
                                quorum=self.packs.metadata_quorum() if quorum is None else quorum)
         self.index.add_file(h, idx)
@@ -203,7 +215,8 @@ class Operation:
         old objects where they are (design §15a). A crash between any two steps leaves every
         pack that a live snapshot needs listed by a live index object."""
         quorum = self.maintenance_quorum()
-        names = [self.write_index(records[i: i + per_object], quorum) for i in range(0, len(records), per_object)]
+        names = [self.write_index(records[i: i + per_object], quorum, avoid=old)
+                 for i in range(0, len(records), per_object)]
         if old or retire or snapshots:
             rec = formats.Deletion(v=formats.FORMAT_VERSION, time=utc_stamp(), host=host, reason=reason,
                                    snapshots=sorted(snapshots), index=sorted(old), packs=sorted(retire))
