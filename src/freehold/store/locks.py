@@ -37,7 +37,7 @@ def _now() -> datetime:
 
 
 def _stamp(t: datetime) -> str:
-    return t.isoformat(timespec="seconds")
+    return t.isoformat(timespec="microseconds")
 
 
 def _alive(pid: int) -> bool:
