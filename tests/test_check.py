@@ -30,7 +30,9 @@ def _share_files(e: Env, pack_hex: str) -> list[Path]:
 def vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Env, list[str]]:
     monkeypatch.setattr("freehold.vault.PACK_SIZE", 256 * 1024)  # several packs
     e = _env(tmp_path)
-    src = write_tree(tmp_path / "src", small=40, big=4_000_000)
+    # 16 MB: at least four chunks (at most 4 MiB each) whatever the vault's chunker seed, so at
+    # least four packs (4 MB gave three packs now and then)
+    src = write_tree(tmp_path / "src", small=40, big=16_000_000)
     with e.init() as v:
         v.backup([str(src)])
         packs = [r.id.hex() for r in v.packs()]

@@ -75,6 +75,27 @@ def _healthy(e: Env) -> api.CheckReport:
     return report
 
 
+@pytest.mark.parametrize("parity", ["isal", "zfec"])
+def test_rebuild_into_gives_the_shares_encode_gives(parity: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repair computes only the shares it writes, from any k: the very bytes of a full encoding."""
+    import itertools
+
+    from freehold import erasure
+
+    monkeypatch.setattr(erasure, "PARITY", parity)
+    rng = random.Random(3)
+    for k, n in [(1, 1), (1, 3), (2, 3), (3, 5), (4, 7)]:
+        length = rng.randrange(1, 9000)
+        pack = rng.randbytes(length)
+        shares = [b"".join(bytes(x) for x in p) for p in erasure.encode(bytearray(pack), length, k, n)]
+        for have in itertools.combinations(range(n), k):
+            want = [i for i in range(n) if i not in have] or [have[0]]
+            objs = [(i, b"H" * 64 + shares[i]) for i in have]  # whole share objects: payload after the header
+            outs = [(w, memoryview(bytearray(len(shares[0])))) for w in want]
+            erasure.rebuild_into(objs, outs, k, n, offset=64)
+            assert [bytes(o) for _, o in outs] == [shares[w] for w in want], (k, n, have)
+
+
 # -- damaged shares --------------------------------------------------------------------------------
 
 def test_each_provider_missing_shares_is_repaired(tmp_path: Path) -> None:
@@ -97,6 +118,26 @@ def test_each_provider_missing_shares_is_repaired(tmp_path: Path) -> None:
     assert rep.index_objects_written == 0  # shares rebuilt where they were: the index is unchanged
     _healthy(e)
     _indexed_shares_exist(e)
+    _restores(e, src, tmp_path / "out")
+
+
+def test_emptied_provider_is_rebuilt_with_its_identity_marker(tmp_path: Path) -> None:
+    e = _env(tmp_path)
+    src, _ = _vault(e, tmp_path, big=2_000_000)
+    markers = sorted((e.providers[0] / "ids").iterdir())
+    assert len(markers) == 1 and markers[0].stat().st_size == 0
+    lost = len(_shares(e, 0))
+    shutil.rmtree(e.providers[0])  # p1's directory emptied: shares, metadata and its identity marker
+    e.providers[0].mkdir()
+    before = e.cli("check", check=False)
+    assert before.returncode == 1 and "identity marker missing" in before.stdout + before.stderr
+    data = json.loads(e.cli("repair", "--json").stdout)
+    assert data["exit_code"] == 0 and data["shares_rebuilt"] == lost
+    assert markers[0].exists() and markers[0].stat().st_size == 0  # written back, empty, on p1 only
+    assert all(not (d / "ids" / markers[0].name).exists() for d in e.providers[1:])
+    after = e.cli("check", check=False)
+    assert after.returncode == 0, after.stdout + after.stderr
+    _healthy(e)
     _restores(e, src, tmp_path / "out")
 
 

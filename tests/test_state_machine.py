@@ -225,6 +225,7 @@ class Model:
     damage: list[Damage] = field(default_factory=list)
     replica_dirty: bool = False       # killed commands, replays: the next check may find things
     saved: list[tuple[str, bytes]] = field(default_factory=list)   # old copies for stale replays
+    originals: dict[tuple[str, str], bytes] = field(default_factory=dict)  # shares as before their first flip
 
 
 class FreeholdMachine(RuleBasedStateMachine):
@@ -616,12 +617,20 @@ class FreeholdMachine(RuleBasedStateMachine):
         if got is None:
             return
         pid, name = got
-        data = bytearray(self.backend.read(pid, name) or b"")
+        before = self.backend.read(pid, name) or b""
+        data = bytearray(before)
         if not data:
             return
         i = at % len(data)
         data[i] ^= 1 << bit
         self.backend.write(pid, name, bytes(data))
+        # A flip that undoes an earlier one gives the share back as it was: no damage (the deep
+        # run's one failure was the model counting a twice-flipped share as damaged).
+        first = self.m.originals.setdefault((pid, name), before)
+        if bytes(data) == first:
+            self.m.damage = [d for d in self.m.damage if (d.pid, d.name) != (pid, name)]
+            del self.m.originals[(pid, name)]
+            return
         self.m.damage.append(Damage(pid, name, bytes(data), 1))
 
     @rule(pick=st.integers(0, 10**6), how=st.sampled_from(["garbage", "truncate", "empty"]),

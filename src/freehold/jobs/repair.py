@@ -2,39 +2,60 @@
 and index packs that no index lists, from their trailers (design §15b).
 
 Order, for every damaged pack: read k shares (hash-verified against the index; from providers
-that are not being drained first), decode and re-encode the pack, write each missing, damaged or
-misplaced share (where it was when its provider is still fit, else on a provider the policy
-ranks next), check its size by a HEAD; then, every ``COMMIT_PACKS`` packs, ``replace_index``
-writes the index objects that listed the changed packs anew (every record they held, the changed
-ones updated) and retires the old ones; only then are the copies that moved deleted. A crash at
-any point leaves every live index record pointing at shares that exist: new shares are strays
-until an index names them, and old ones are deleted only once no live index does. A rerun does
-what is left.
+that are not being drained first), compute only the shares to be written (ISA-L, from the k read:
+the pack is never decoded whole nor encoded again), write each missing, damaged or misplaced share
+(where it was when its provider is still fit, else on a provider the policy ranks next), check its
+size by a HEAD; then, every ``COMMIT_PACKS`` packs, ``replace_index`` writes the index objects
+that listed the changed packs anew (every record they held, the changed ones updated) and retires
+the old ones; only then are the copies that moved deleted. A crash at any point leaves every live
+index record pointing at shares that exist: new shares are strays until an index names them, and
+old ones are deleted only once no live index does. A rerun does what is left.
+
+Packs go through a short pipeline: the k shares of up to ``READ_AHEAD`` packs are read at once
+(in parallel, each hashed in the reading thread), and the rebuilt shares of up to
+``WRITE_BEHIND`` packs are written while the next ones are read. Every decision (which shares,
+where, what the index records, the report) is taken in the calling thread, pack after pack in
+survey order; a pack is queued for the index only once all its writes have ended.
 """
 
 from __future__ import annotations
 
 import itertools
 import socket
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import wait
+from dataclasses import dataclass
 
 import blake3
 
 from .. import erasure, formats, placement
 from ..api import PACK_HEALTHY, PACK_LOST, PACK_UNAVAILABLE, SHARE_GOOD, SHARE_UNREACHABLE, RepairReport
-from ..crypto import KIND_INDEX, KIND_PACK_TRAILER, open_sealed
-from ..errors import FreeholdError, IntegrityError, ObjectNotFound, PolicyError, ProviderError
+from ..crypto import KIND_INDEX
+from ..errors import FreeholdError, IntegrityError, ObjectNotFound, ProviderError
 from ..formats import SHARE_HEADER_LEN, PackRecord, ProviderEntry, ShareHeader, ShareRecord
 from ..progress import NullProgress, Progress
 from ..store import Operation
-from ..store.metadata import INDEX_PREFIX
-from ..store.packs import share_name
+from ..store.metadata import INDEX_PREFIX, MARKER_PREFIX
+from ..store.packs import ShareBuffers, share_name
 from . import health
+from .rebuild import (
+    Fix,
+    Job,
+    choose_targets,
+    decode_pack,
+    fetch_share,
+    open_trailer,
+    recorded_share,
+    share_objects,
+    store_share,
+)
 
 COMMIT_PACKS = 64                   # changed packs recorded by one index replacement
 COMMIT_BYTES = 512 * 1024 * 1024    # ... or this many bytes of shares written since the last one
 MAX_DECODE_TRIES = 64               # combinations of unverified shares tried for one pack
+READ_AHEAD = 3                      # packs whose k shares are being read at once
+WRITE_BEHIND = 2                    # packs whose rebuilt shares are still being written
 
 
 @dataclass(frozen=True)
@@ -43,43 +64,6 @@ class RepairOptions:
     read_data: bool = False         # hash every share first (finds silent damage)
     subset: str | None = None       # ... or those of a subset of the packs (as check)
     host: str = ""
-
-
-@dataclass
-class Fix:
-    """What repairing one pack did: its new record and the copies to delete once it is indexed."""
-
-    rec: PackRecord
-    changed: bool
-    delete: list[tuple[str, int]] = field(default_factory=list)   # (provider, share index)
-    healthy: bool = True
-
-
-def open_trailer(op: Operation, pack: bytes | memoryview) -> tuple[formats.PackTrailer, bytes]:
-    """The pack's trailer, authenticated, and the pack id it implies (design §8)."""
-    view = memoryview(pack)
-    if len(view) < 4:
-        raise IntegrityError("pack is too short for a trailer")
-    (tlen,) = formats.PACK_TRAILER_LEN.unpack(view[-4:])
-    if tlen + 4 > len(view):
-        raise IntegrityError("pack trailer length is out of range")
-    tail = view[len(view) - 4 - tlen:]
-    plain = open_sealed(op.store.keys.metadata, KIND_PACK_TRAILER, b"pack-trailer", tail[:-4], "pack trailer")
-    return formats.decode(plain, formats.PackTrailer, "pack trailer"), op.store.keys.name_id(tail)
-
-
-def share_objects(pack: bytes, pack_id: bytes, k: int, n: int) -> list[bytes]:
-    """The n share objects (header and payload) of a pack: the same bytes a backup wrote."""
-    size = erasure.stripe_size(len(pack), k)
-    parts = erasure.encode(bytearray(pack), len(pack), k, n)
-    return [ShareHeader(k, n, i, len(pack), size, pack_id).pack() + b"".join(bytes(x) for x in part)
-            for i, part in enumerate(parts)]
-
-
-def decode_pack(pieces: list[tuple[int, bytes]], k: int, n: int, length: int) -> bytes:
-    """The pack from k share objects (index, object bytes)."""
-    stripes = erasure.decode_columns([(i, obj[SHARE_HEADER_LEN:]) for i, obj in pieces[:k]], k, n)
-    return b"".join(stripes)[:length]
 
 
 class Repair:
@@ -96,6 +80,7 @@ class Repair:
         self.down: set[str] = set()
         self.pending: list[Fix] = []
         self.pending_bytes = 0
+        self.buffers = ShareBuffers(0, 0)
 
     def run(self) -> RepairReport:
         if self.opt.dry_run:
@@ -107,6 +92,7 @@ class Repair:
         op, r = self.op, self.report
         if self.heal is not None:
             r.replicas_healed = self.heal()
+        r.replicas_healed += self._markers()
         op.load_index()
         found = health.survey(op, health.select(self.opt.read_data, self.opt.subset), self.progress.advance)
         r.bytes_read += found.bytes_read
@@ -114,23 +100,9 @@ class Repair:
         r.packs = len(found.packs)
         todo = [v for v in found.packs if v.state != PACK_HEALTHY or v.strays]
         self.progress.scanned(len(todo) + len(found.orphans), sum(v.rec.len for v in todo))
-        for view in todo:
-            if view.state == PACK_UNAVAILABLE:
-                r.unrepaired.append(view.rec.id.hex())
-                r.actions.append(f"pack {view.rec.id.hex()[:12]}: fewer than k shares reachable now; left as it is")
-                continue
-            if view.state == PACK_LOST and self.opt.dry_run:
-                r.lost.append(view.rec.id.hex())
-                continue
-            try:
-                fix = self._live(view)
-            except FreeholdError as exc:
-                (r.lost if view.state == PACK_LOST else r.unrepaired).append(view.rec.id.hex())
-                r.actions.append(f"pack {view.rec.id.hex()[:12]}: not repaired: {exc}")
-                continue
-            finally:
-                self.progress.advance(view.rec.len)
-            self._queue(fix)
+        biggest = max((erasure.stripe_size(v.rec.len, v.rec.k) for v in todo), default=0)
+        self.buffers = ShareBuffers((WRITE_BEHIND + 1) * max(1, self.cfg.n - self.cfg.k), SHARE_HEADER_LEN + biggest)
+        self._live_packs(todo)
         self._commit()
         for pack_id, held in sorted(found.orphans.items()):
             try:
@@ -142,11 +114,111 @@ class Repair:
                 r.packs_indexed += 1
                 self._queue(fix)
         self._commit()
+        self.buffers.clear()
         return r
 
-    # ------------------------------------------------------------------ one live pack
+    # ------------------------------------------------------------------ identity markers
 
-    def _live(self, view: health.PackView) -> Fix:
+    def _markers(self) -> int:
+        """Write back each provider's identity marker that is missing on it (an emptied provider:
+        design §13d), an empty object on that provider only, as ``assembly.place_markers`` does;
+        not when another provider holds it (the same storage twice: ``check`` reports that)."""
+        op, written = self.op, 0
+        for e in self.cfg.providers:
+            if not e.marker or e.id not in op.store.providers or e.id in op.session.down:
+                continue
+            name = MARKER_PREFIX + e.marker
+            got = op.replicas.gather(lambda p, name=name: p.head(name), enough=len(op.store.providers))
+            if e.id not in got or got[e.id] is not None:  # present, or not known to be missing
+                continue
+            if any(pid != e.id and size is not None and not isinstance(size, FreeholdError)
+                   for pid, size in got.items()):
+                continue
+            if self.opt.dry_run:
+                self.report.actions.append(f"would write the identity marker {name} on {e.id}")
+                continue
+            try:
+                op.store.providers[e.id].put(name, b"")
+            except ProviderError as exc:
+                op.session.warn(f"provider {e.id}: cannot write its identity marker {name}: {exc}")
+                continue
+            self.report.actions.append(f"wrote the identity marker {name} on {e.id}")
+            written += 1
+        return written
+
+    # ------------------------------------------------------------------ live packs
+
+    def _live_packs(self, todo: list[health.PackView]) -> None:
+        """Every pack of ``todo``, in order, through the read / rebuild / write pipeline."""
+        r = self.report
+        reading: deque[Job] = deque()
+        writing: deque[Job] = deque()
+        try:
+            for view in todo:
+                if view.state == PACK_UNAVAILABLE:
+                    r.unrepaired.append(view.rec.id.hex())
+                    r.actions.append(f"pack {view.rec.id.hex()[:12]}: fewer than k shares reachable now; left as it is")
+                    continue
+                if view.state == PACK_LOST and self.opt.dry_run:
+                    r.lost.append(view.rec.id.hex())
+                    continue
+                while len(reading) >= READ_AHEAD:
+                    self._advance(reading, writing)
+                try:
+                    got = self._plan(view)
+                except FreeholdError as exc:
+                    self._not_repaired(view, exc)
+                    self.progress.advance(view.rec.len)
+                    continue
+                if isinstance(got, Fix):
+                    self.progress.advance(view.rec.len)
+                    self._queue(got)
+                else:
+                    reading.append(got)
+            while reading:
+                self._advance(reading, writing)
+            while writing:
+                self._finish(writing.popleft())
+        finally:  # on an unexpected error: no read or write of this repair outlives it
+            wait([f for job in (*reading, *writing) for f in job.futures()])
+
+    def _advance(self, reading: deque[Job], writing: deque[Job]) -> None:
+        """The oldest pack being read: rebuild its shares and start writing them."""
+        job = reading.popleft()
+        try:
+            self._build(job)
+        except FreeholdError as exc:
+            wait(job.futures())
+            self._release(job)
+            self._not_repaired(job.view, exc)
+            self.progress.advance(job.view.rec.len)
+            return
+        except BaseException:
+            wait(job.futures())
+            raise
+        writing.append(job)
+        while len(writing) > WRITE_BEHIND:
+            self._finish(writing.popleft())
+
+    def _finish(self, job: Job) -> None:
+        try:
+            fix = self._settle(job)
+        except FreeholdError as exc:
+            self._not_repaired(job.view, exc)
+            return
+        finally:
+            wait(job.futures())
+            self._release(job)
+            self.progress.advance(job.view.rec.len)
+        self._queue(fix)
+
+    def _not_repaired(self, view: health.PackView, exc: FreeholdError) -> None:
+        (self.report.lost if view.state == PACK_LOST else self.report.unrepaired).append(view.rec.id.hex())
+        self.report.actions.append(f"pack {view.rec.id.hex()[:12]}: not repaired: {exc}")
+
+    def _plan(self, view: health.PackView) -> Fix | Job:
+        """What to do with one pack: a Fix when nothing needs to be read, else a Job whose first
+        k reads are under way."""
         rec = view.rec
         # A share on a provider that did not answer is kept where it is (a provider down for a
         # while is not drained); the pack is repaired as far as it can be and stays at risk.
@@ -168,9 +240,14 @@ class Repair:
                 self.report.actions.append(f"pack {rec.id.hex()[:12]}: would {what}")
             self.report.packs_repaired += 1
             return Fix(rec, False, healthy=False)
-        pack, failed = self._read(rec, view)
-        keep = {i: p for i, p in keep.items() if i not in failed}
-        return self._rewrite(rec, pack, keep, view, self._targets(rec, keep, view))
+        # Copies to read: good shares on providers not being drained, then drained ones, then strays.
+        good = [s for s in view.shares if s.state == SHARE_GOOD]
+        job = Job(view, keep)
+        job.left += [(s.index, s.provider) for s in good if not self.entries[s.provider].draining]
+        job.left += [(s.index, s.provider) for s in good if self.entries[s.provider].draining]
+        job.left += [(i, pid) for pid, i in view.strays if pid not in self.down]
+        self._read_more(job)
+        return job
 
     def _keepers(self, view: health.PackView, bad: set[int]) -> dict[int, str]:
         """Good shares on providers fit to keep them: in the config, not draining, allowed."""
@@ -181,37 +258,119 @@ class Repair:
                 keep[s.index] = s.provider
         return keep
 
-    def _read(self, rec: PackRecord, view: health.PackView) -> tuple[bytes, set[int]]:
-        """The pack, from k shares whose hash matches the index, read from providers not being
-        drained first, then drained ones, then stray copies; failing that, any k present copies
-        whose decoding authenticates (trailer and every blob). Also returns the shares whose
-        recorded copy turned out unreadable or damaged."""
-        failed: set[int] = set()
-        order: list[tuple[int, str]] = []
-        good = [s for s in view.shares if s.state == SHARE_GOOD]
-        order += [(s.index, s.provider) for s in good if not self.entries[s.provider].draining]
-        order += [(s.index, s.provider) for s in good if self.entries[s.provider].draining]
-        order += [(i, pid) for pid, i in view.strays if pid not in self.down]
-        verified: dict[int, bytes] = {}
-        unverified: list[tuple[int, bytes]] = []
-        for i, pid in order:
-            if len(verified) >= rec.k:
-                break
-            if i in verified or pid in self.down:
+    # ------------------------------------------------------------------ reading
+
+    def _read_more(self, job: Job) -> None:
+        """Start reading, in parallel, as many copies (best first, distinct share indices, none
+        verified yet, none on a provider that is down) as k verified shares still need."""
+        rec = job.view.rec
+        need = rec.k - len(job.verified) - len(job.reads)
+        busy = {i for i, _, _ in job.reads}
+        left: list[tuple[int, str]] = []
+        for i, pid in job.left:
+            if i in job.verified or pid in self.down:
                 continue
-            obj = self._get(pid, share_name(rec.id, i))
-            want = rec.shares[i]
-            recorded = want is not None and want.p == pid
-            if obj is not None and want is not None and len(obj) == want.z and blake3.blake3(obj).digest() == want.h:
-                verified[i] = obj
+            if need > 0 and i not in busy:
+                fut = self.op.store.pool.submit(fetch_share, self.op.store.providers[pid], share_name(rec.id, i),
+                                                recorded_share(rec, i))
+                job.reads.append((i, pid, fut))
+                busy.add(i)
+                need -= 1
+            else:
+                left.append((i, pid))
+        job.left = left
+
+    def _collect(self, job: Job) -> None:
+        """Wait for the reads of a pack, reading further copies until k are verified by their
+        recorded hash or none is left; note the recorded copies found unreadable or damaged."""
+        rec = job.view.rec
+        while job.reads:
+            reads, job.reads = job.reads, []
+            for i, pid, fut in reads:
+                obj, ok, exc = fut.result()
+                if exc is not None:
+                    self.op.session.warn(f"provider {pid}: cannot read {share_name(rec.id, i)}: {exc}")
+                    if not isinstance(exc, ObjectNotFound):
+                        self.down.add(pid)  # gone mid-repair: the other shares are used, nothing is put there
+                if obj is not None:
+                    self.report.bytes_read += len(obj)
+                if ok and obj is not None and i not in job.verified:
+                    job.verified[i] = obj
+                    continue
+                want = recorded_share(rec, i)
+                if want is not None and want.p == pid and pid not in self.down:  # gone or damaged
+                    job.failed.add(i)
+                if obj is not None:
+                    job.unverified.append((i, obj))
+            if len(job.verified) >= rec.k:
+                return
+            self._read_more(job)
+
+    def _build(self, job: Job) -> None:
+        """The share objects to write, each checked against its record in the index, and their
+        writes started."""
+        self._collect(job)
+        rec, view = job.view.rec, job.view
+        job.keep = {i: p for i, p in job.keep.items() if i not in job.failed}
+        if len(job.verified) >= rec.k:
+            job.targets = self._targets(rec, job.keep, view)
+            self._rebuild(job)
+        else:
+            pack = self._authentic(rec, list(job.verified.items()) + job.unverified)
+            job.targets = self._targets(rec, job.keep, view)
+            objs = self._pack_objects(rec, pack)
+            job.objs = {i: objs[i] for i in job.targets}
+            job.hashes = {i: blake3.blake3(objs[i]).digest() for i in job.targets}
+        job.verified, job.unverified = {}, []
+        self._submit(job, job.targets)
+
+    def _rebuild(self, job: Job) -> None:
+        """Only the shares to be written, from k verified ones: a copy read and verified is
+        written as it is, the others computed into page-aligned buffers (header, then payload)
+        from the k shares with the lowest indices (all data shares when they are good: parity
+        is then a plain encoding)."""
+        rec = job.view.rec
+        size = erasure.stripe_size(rec.len, rec.k)
+        made: list[tuple[int, memoryview]] = []
+        for i in sorted(job.targets):
+            if i in job.verified:
+                job.objs[i] = job.verified[i]
+                job.hashes[i] = recorded_share(rec, i).h  # type: ignore[union-attr]  (verified against it)
                 continue
-            if recorded and pid not in self.down:  # gone or damaged (a provider gone down: kept as it is)
-                failed.add(i)
-            if obj is not None:
-                unverified.append((i, obj))
-        if len(verified) >= rec.k:
-            return decode_pack(sorted(verified.items()), rec.k, rec.n, rec.len), failed
-        return self._authentic(rec, list(verified.items()) + unverified), failed
+            buf = self.buffers.take(SHARE_HEADER_LEN + size)
+            job.bufs.append(buf)
+            obj = memoryview(buf)[: SHARE_HEADER_LEN + size]
+            obj[:SHARE_HEADER_LEN] = ShareHeader(rec.k, rec.n, i, rec.len, size, rec.id).pack()
+            job.objs[i] = obj
+            made.append((i, obj[SHARE_HEADER_LEN:]))
+        if not made:
+            return
+        have = sorted(job.verified.items())[: rec.k]
+        try:
+            erasure.rebuild_into(have, made, rec.k, rec.n, SHARE_HEADER_LEN)
+        except ValueError as exc:  # shares of sizes the record's length does not imply
+            raise IntegrityError(f"cannot rebuild from the shares read: {exc}") from None
+        for i, _ in made:
+            digest = blake3.blake3(job.objs[i]).digest()
+            want = recorded_share(rec, i)
+            if want is not None and (digest != want.h or len(job.objs[i]) != want.z):
+                raise IntegrityError(f"share {i} rebuilt does not match its record in the index")
+            job.hashes[i] = digest
+
+    def _pack_objects(self, rec: PackRecord, pack: bytes) -> list[bytes]:
+        """All n share objects of a decoded pack, each checked against its record in the index."""
+        objs = share_objects(pack, rec.id, rec.k, rec.n)
+        for i, s in enumerate(rec.shares):
+            if s is not None and (blake3.blake3(objs[i]).digest() != s.h or len(objs[i]) != s.z):
+                raise IntegrityError(f"share {i} rebuilt does not match its record in the index")
+        return objs
+
+    def _release(self, job: Job) -> None:
+        """Give the share buffers back (every write that read them has ended)."""
+        job.objs, job.verified, job.unverified = {}, {}, []
+        for buf in job.bufs:
+            self.buffers.give(buf)
+        job.bufs = []
 
     def _authentic(self, rec: PackRecord, pieces: list[tuple[int, bytes]]) -> bytes:
         distinct: dict[int, list[bytes]] = {}
@@ -250,76 +409,44 @@ class Repair:
     # ------------------------------------------------------------------ where shares go
 
     def _targets(self, rec: PackRecord, keep: dict[int, str], view: health.PackView) -> dict[int, str]:
-        """Providers for every share not kept, such that the pack's n providers meet the policy:
-        where the share was recorded (when fit), else where a stray copy is, else by rank. Kept
-        shares are given up (and moved) only when no choice that keeps them all meets the policy."""
-        policy = self.cfg.policy
-        for drop in range(len(keep) + 1):
-            for kept_ids in itertools.combinations(sorted(keep), len(keep) - drop):
-                kept = {i: keep[i] for i in kept_ids}
-                redo = [i for i in range(rec.n) if i not in kept]
-                got = self._fill(rec, kept, redo, view, policy)
-                if got is not None:
-                    return got
-        raise PolicyError(f"pack {rec.id.hex()[:12]}: " + placement.explain(
-            self.cfg.providers, rec.n, policy, sorted(self.down)))
-
-    def _fill(self, rec: PackRecord, kept: dict[int, str], redo: list[int], view: health.PackView,
-              policy: formats.Policy) -> dict[int, str] | None:
-        taken = set(kept.values())
-        pool = [e for e in placement.eligible(self.cfg.providers, policy, self.down) if e.id not in taken]
-        recorded = {i: s.p for i, s in enumerate(rec.shares) if s is not None}
-        strays = {pid: i for pid, i in view.strays}
-        ranked = placement.rank(rec.id, pool)
-        preferred = [e for e in ranked if e.id in {recorded.get(i) for i in redo}]
-        preferred += [e for e in ranked if e.id in strays and e not in preferred]
-        order = preferred + [e for e in ranked if e not in preferred]
-        if len(order) < len(redo):
-            return None
-        base = [self.entries[p] for p in kept.values()]
-        for combo in itertools.islice(itertools.combinations(order, len(redo)), placement.MAX_COMBINATIONS):
-            if placement.satisfies(base + list(combo), policy):
-                return self._assign(redo, [e.id for e in combo], recorded, strays)
-        return None
-
-    @staticmethod
-    def _assign(redo: list[int], pids: list[str], recorded: dict[int, str], strays: dict[str, int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        free = list(pids)
-        for i in redo:  # back where it was recorded, then where a copy already is
-            for pid in (recorded.get(i), *[p for p, j in strays.items() if j == i]):
-                if pid in free:
-                    out[i] = pid
-                    free.remove(pid)
-                    break
-        for i in redo:
-            if i not in out:
-                out[i] = free.pop(0)
-        return out
+        return choose_targets(self.cfg, self.entries, self.down, rec, keep, view)
 
     # ------------------------------------------------------------------ writing
 
-    def _rewrite(self, rec: PackRecord, pack: bytes, keep: dict[int, str], view: health.PackView,
-                 targets: dict[int, str]) -> Fix:
-        objs = share_objects(pack, rec.id, rec.k, rec.n)
-        for i, s in enumerate(rec.shares):
-            if s is not None and (blake3.blake3(objs[i]).digest() != s.h or len(objs[i]) != s.z):
-                raise IntegrityError(f"share {i} rebuilt does not match its record in the index")
+    def _submit(self, job: Job, targets: dict[int, str]) -> None:
+        """Start writing share objects where ``targets`` says, in parallel."""
+        rec = job.view.rec
+        job.puts = {}
+        for i, pid in sorted(targets.items()):
+            job.puts[i] = (pid, self.op.store.pool.submit(store_share, self.op.store.providers[pid],
+                                                          share_name(rec.id, i), job.objs[i]))
+
+    def _settle(self, job: Job) -> Fix:
+        """Wait for a pack's writes (a failed one is tried once more on another provider the
+        policy allows) and make its new record."""
+        rec, view, keep = job.view.rec, job.view, job.keep
         shares: list[ShareRecord | None] = list(rec.shares) + [None] * (rec.n - len(rec.shares))
         healthy = True
         for attempt in range(2):
             failed = []
-            for i, pid in sorted(targets.items()):
-                if self._put(pid, share_name(rec.id, i), objs[i]):
+            for i, (pid, fut) in sorted(job.puts.items()):
+                got = fut.result()
+                if got is True:
                     old = shares[i]
                     if old is not None and old.p != pid:
                         self.report.shares_moved += 1
                     else:
                         self.report.shares_rebuilt += 1
-                    shares[i] = ShareRecord(p=pid, h=blake3.blake3(objs[i]).digest(), z=len(objs[i]))
+                    size = len(job.objs[i])
+                    shares[i] = ShareRecord(p=pid, h=job.hashes[i], z=size)
                     keep[i] = pid
-                else:
-                    failed.append(i)
+                    self.report.bytes_written += size
+                    self.pending_bytes += size
+                    continue
+                if isinstance(got, ProviderError):
+                    self.op.session.warn(f"provider {pid}: cannot write {share_name(rec.id, i)}: {got}")
+                self.down.add(pid)
+                failed.append(i)
             if not failed:
                 break
             healthy = False
@@ -329,6 +456,7 @@ class Repair:
                 except FreeholdError:
                     targets = {}
                 healthy = bool(targets)
+                self._submit(job, targets)
         if any((s.state == SHARE_UNREACHABLE or s.provider in self.down) and keep.get(s.index) == s.provider
                for s in view.shares):
             healthy = False  # its share there is unknown until the provider answers again
@@ -341,20 +469,16 @@ class Repair:
             self.report.unrepaired.append(rec.id.hex())
         return Fix(new, new != rec, delete=sorted(set(delete)), healthy=healthy)
 
-    def _put(self, pid: str, name: str, obj: bytes) -> bool:
-        prov = self.op.store.providers[pid]
+    def _rewrite(self, rec: PackRecord, objs: list[bytes], keep: dict[int, str], view: health.PackView,
+                 targets: dict[int, str]) -> Fix:
+        """Write the share objects ``targets`` names (of a pack decoded whole), then its record."""
+        job = Job(view, keep, objs={i: objs[i] for i in targets},
+                  hashes={i: blake3.blake3(objs[i]).digest() for i in targets})
         try:
-            prov.put(name, obj)
-            ok = prov.head(name) == len(obj)
-        except ProviderError as exc:
-            self.op.session.warn(f"provider {pid}: cannot write {name}: {exc}")
-            ok = False
-        if not ok:
-            self.down.add(pid)
-            return False
-        self.report.bytes_written += len(obj)
-        self.pending_bytes += len(obj)
-        return True
+            self._submit(job, targets)
+            return self._settle(job)
+        finally:
+            wait(job.futures())
 
     # ------------------------------------------------------------------ recording
 
@@ -453,7 +577,7 @@ class Repair:
         if len(keep) == n:
             fix = Fix(rec, True, delete=strays)
             return fix
-        fix = self._rewrite(rec, pack, keep, view, self._targets(rec, keep, view))
+        fix = self._rewrite(rec, objs, keep, view, self._targets(rec, keep, view))
         fix.changed = True
         return fix
 
