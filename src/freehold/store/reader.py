@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from .. import erasure
 from ..errors import FreeholdError, IntegrityError, NotEnoughShares, ProviderError
@@ -37,10 +38,8 @@ class BlobReader:
         self.race_pool = race_pool
         self.session = session
 
-    def read_blobs(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
-        """Fetch and verify blobs, grouped into coalesced ranged reads per pack stripe. The reads
-        run on the pool; blobs are opened here, in the calling thread, as each read completes
-        (short CPU steps spread over many threads only add GIL hand-offs)."""
+    def _submit_groups(self, ids: Iterable[bytes]) -> list[tuple[PackRecord, list[PackEntry], Future[Any]]]:
+        """The coalesced ranged reads that fetch ``ids``, submitted to the pool, in order."""
         by_pack: dict[bytes, list[PackEntry]] = {}
         for bid in dict.fromkeys(ids):
             loc = self.index.lookup(bid)
@@ -52,6 +51,13 @@ class BlobReader:
             rec = self.index.pack(pack_id)
             for group in _coalesce(rec, sorted(entries, key=lambda e: e.o)):
                 jobs.append((rec, group, self.pool.submit(self._fetch_group, rec, group)))
+        return jobs
+
+    def read_blobs(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Fetch and verify blobs, grouped into coalesced ranged reads per pack stripe. The reads
+        run on the pool; blobs are opened here, in the calling thread, as each read completes
+        (short CPU steps spread over many threads only add GIL hand-offs)."""
+        jobs = self._submit_groups(ids)
         out: dict[bytes, bytes] = {}
         for rec, group, job in jobs:
             got = job.result()
@@ -71,17 +77,7 @@ class BlobReader:
         """Blobs as their sealed envelopes, authenticated (AES-GCM) but not decoded: {id: (True,
         envelope)}, for copying a blob into another pack as it is (prune). A group the fast path
         cannot serve is decoded from other shares and comes back opened: {id: (False, plaintext)}."""
-        by_pack: dict[bytes, list[PackEntry]] = {}
-        for bid in dict.fromkeys(ids):
-            loc = self.index.lookup(bid)
-            if loc is None:
-                raise IntegrityError(f"{describe(bid)} is in no index (vault damaged?)")
-            by_pack.setdefault(loc.pack_id, []).append(loc.entry)
-        jobs = []
-        for pack_id, entries in by_pack.items():
-            rec = self.index.pack(pack_id)
-            for group in _coalesce(rec, sorted(entries, key=lambda e: e.o)):
-                jobs.append((rec, group, self.pool.submit(self._fetch_group, rec, group)))
+        jobs = self._submit_groups(ids)
         out: dict[bytes, tuple[bool, bytes | memoryview]] = {}
         for rec, group, job in jobs:
             got = job.result()
