@@ -129,6 +129,11 @@ def test_stats_dedup_ratio_is_one_for_new_data_and_prices_show(env: Env, tmp_pat
     assert p1["cost_per_month"] == pytest.approx(p1["bytes"] / 1e12 * 12.5)
     assert "cost/month" in env.cli("stats").stdout
     assert env.cli("provider", "price", "nope", "1", check=False).returncode == 2
+    (tmp_path / "p6").mkdir()
+    added = json.loads(env.cli("provider", "add", "p6", (tmp_path / "p6").as_uri(), "--price-per-tb-month", "3",
+                               "--json").stdout)
+    assert added["price"] == 3.0
+    assert json.loads(env.cli("stats", "--json").stdout)["providers"]["p6"]["price_per_tb_month"] == 3.0
 
 
 def test_maintain_timer_lines(env: Env, tmp_path: Path) -> None:

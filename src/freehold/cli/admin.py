@@ -47,12 +47,17 @@ def provider_add(
     url: Annotated[str, typer.Argument(help="file:///abs/path or s3://bucket/prefix?endpoint=...")],
     jurisdiction: Annotated[str, typer.Option("--jurisdiction", help="ISO 3166 code, e.g. DE.")] = "",
     operator: Annotated[str, typer.Option("--operator", help="Who runs it, e.g. hetzner.")] = "",
+    price: Annotated[float, typer.Option("--price-per-tb-month", min=0,
+                                         help="What it charges per TB-month, for 'freehold stats'.")] = 0.0,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a provider; it receives copies of keys, index and snapshots at once."""
     with open_vault(passphrase_file) as v:
         entry = v.add_provider(ProviderSpec(url, jurisdiction, operator, name))
+        if price:
+            v.set_price(entry.id, price)
+            entry = next(p for p in v.info().providers if p.id == entry.id)
     report(as_json, formats.encode_json(entry),
             f"Added provider {entry.id} ({entry.url}); new packs may now be placed on it.")
 
