@@ -28,7 +28,8 @@ from ..errors import ConflictError, FreeholdError, IntegrityError
 from ..formats import BLOB_DATA, BLOB_TREE, PackEntry, PackRecord
 from ..store import Operation
 from ..store.locks import clock_skew
-from ..store.packs import DATA_PREFIX, close_pack, share_name
+from ..store.packs import close_pack, share_name
+from . import health
 
 MAX_SKEW = 300.0          # seconds between this machine's clock and a provider's beyond which prune refuses
 ORPHANS = "prune-orphans"  # reason of the records retiring share objects that were in no index
@@ -70,7 +71,9 @@ class Prune:
         snaps = op.snapshots()
         r.snapshots = len(snaps)
         used = self._used_blobs(snaps)
-        listings = self._data_listings()
+        listings, down = health.list_data(op)
+        for pid, exc in sorted(down.items()):
+            op.session.warn(f"provider {pid} unreachable: {exc}; its shares are not pruned this time")
         present = _present(listings)
         packs = op.index.packs()
         r.packs = len(packs)
@@ -85,10 +88,13 @@ class Prune:
         drop: list[PackRecord] = []
         keep: list[PackRecord] = []
         candidates: list[tuple[float, int, PackRecord]] = []   # (unused fraction, unused bytes, pack)
+        # The blobs each pack is the index's copy of (a blob stored twice counts in one pack only).
+        homes = {rec.id: [e for e in rec.blobs if e.id in used and _home(op, e.id) == rec.id] for rec in packs}
+        unused_of = {rec.id: max(0, rec.len - sum(e.l for e in homes[rec.id])) for rec in packs}
         for rec in packs:
-            used_here = sum(e.l for e in rec.blobs if e.id in used and _home(op, e.id) == rec.id)
-            r.used_bytes += sum(e.s for e in rec.blobs if e.id in used and _home(op, e.id) == rec.id)
-            unused = max(0, rec.len - used_here)
+            used_here = sum(e.l for e in homes[rec.id])
+            r.used_bytes += sum(e.s for e in homes[rec.id])
+            unused = unused_of[rec.id]
             r.unused_bytes += unused
             if rec.id in young:
                 keep.append(rec)
@@ -101,8 +107,7 @@ class Prune:
         # As restic's --max-unused: of the packs above the threshold, the emptiest are rewritten
         # until what stays unused is at most that share of what stays stored.
         remaining = sum(p.len for p in keep) + sum(c[2].len for c in candidates)
-        unused_left = sum(c[1] for c in candidates) + sum(
-            max(0, p.len - sum(e.l for e in p.blobs if e.id in used and _home(op, e.id) == p.id)) for p in keep)
+        unused_left = sum(c[1] for c in candidates) + sum(unused_of[p.id] for p in keep)
         repack: list[PackRecord] = []
         for _, unused, rec in sorted(candidates, key=lambda c: (-c[0], c[2].id)):
             if unused_left <= self.opt.max_unused * remaining:
@@ -117,7 +122,7 @@ class Prune:
         r.orphans = len(orphans)
         if self.opt.dry_run:
             return
-        new = self._repack(repack, used) if repack else []
+        new = self._repack([(e, rec.id) for rec in repack for e in homes[rec.id]]) if repack else []
         r.new_packs = len(new)
         old_names = set(op.index.names)
         if drop or repack or len(old_names) > 16:  # many small checkpoints are merged too
@@ -144,16 +149,6 @@ class Prune:
                                  f"{missing[0].hex()[:12]}); run 'freehold repair' before pruning")
         return used
 
-    def _data_listings(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        providers = self.op.store.providers
-        for pid, got in self.op.replicas.gather(lambda p: dict(p.list(DATA_PREFIX)), enough=len(providers)).items():
-            if isinstance(got, FreeholdError):
-                self.op.session.warn(f"provider {pid} unreachable: {got}; its shares are not pruned this time")
-            else:
-                out[pid] = got
-        return out
-
     def _young_packs(self) -> set[bytes]:
         """Packs of index objects written since the oldest live backup lock was taken: a running
         backup's checkpoints, which no snapshot names yet. (A backup whose lock is lost is
@@ -170,9 +165,9 @@ class Prune:
 
     # ------------------------------------------------------------------ repacking
 
-    def _repack(self, packs: list[PackRecord], used: set[bytes]) -> list[PackRecord]:
+    def _repack(self, wanted: list[tuple[PackEntry, bytes]]) -> list[PackRecord]:
+        """The used blobs of the packs being rewritten (entry, pack), copied into new packs."""
         op = self.op
-        wanted = [(e, rec.id) for rec in packs for e in rec.blobs if e.id in used and _home(op, e.id) == rec.id]
         out: list[PackRecord] = []
         streams = {BLOB_DATA: _Stream(self, out), BLOB_TREE: _Stream(self, out)}
         compressor = Compressor()
@@ -207,9 +202,9 @@ class Prune:
         by_pack: dict[bytes, list[tuple[str, str, int]]] = {}
         for pid, names in listings.items():
             for name, size in names.items():
-                pack = _pack_of(name)
-                if pack is not None:
-                    by_pack.setdefault(pack, []).append((pid, name, size))
+                parsed = health.parse_share_name(name)
+                if parsed is not None:
+                    by_pack.setdefault(parsed[0], []).append((pid, name, size))
         for pack, where in by_pack.items():
             since = deletions.packs.get(pack)
             if since is None or op.index.has_pack(pack):
@@ -290,23 +285,10 @@ def _present(listings: dict[str, dict[str, int]]) -> dict[bytes, int]:
     out: dict[bytes, int] = {}
     for names in listings.values():
         for name in names:
-            pack = _pack_of(name)
-            if pack is not None:
-                out[pack] = out.get(pack, 0) + 1
+            parsed = health.parse_share_name(name)
+            if parsed is not None:
+                out[parsed[0]] = out.get(parsed[0], 0) + 1
     return out
-
-
-def _pack_of(name: str) -> bytes | None:
-    """The pack id a share object name ``data/xx/<hex>.<i>`` belongs to, or None."""
-    base = name.rsplit("/", 1)[-1]
-    hexid, _, index = base.partition(".")
-    if len(hexid) != 64 or not index.isdigit():
-        return None
-    try:
-        pack = bytes.fromhex(hexid)
-    except ValueError:
-        return None
-    return pack if share_name(pack, int(index)) == name else None
 
 
 def _age(stamp: str, now: datetime) -> float:
