@@ -8,7 +8,6 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,6 @@ def change_quorum(config: formats.Config) -> int:
     """Providers that must take a key or config change: a majority (so two changes cannot both
     win) and at least k (so any k providers that restore data also hold it)."""
     return max(config.k, majority(config))
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def cache_dir(home: Path, vault_id: bytes) -> Path:

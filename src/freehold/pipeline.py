@@ -30,6 +30,7 @@ from .progress import NullProgress, Progress
 from .selection import snapshot_layout
 from .sources import Plan, Source
 from .store import Operation
+from .store.clock import age_seconds
 from .store.deletions import SAFETY_WINDOW
 from .store.packs import close_pack
 from .walker import BackupStats, Walker
@@ -241,7 +242,7 @@ class Backup(Walker):
         if not needed:
             return
         oldest = min(r.time for r in new if set(r.packs) & set(needed))
-        age = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds()
+        age = age_seconds(oldest)
         again = "data this backup deduplicated against was pruned meanwhile; run the backup again"
         if age > SAFETY_WINDOW / 2:
             raise ConflictError(again)

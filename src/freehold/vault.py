@@ -39,7 +39,6 @@ from .assembly import (
     place_markers,
     refuse_overlaps,
     unlock,
-    utc_now,
 )
 from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
 from .crypto import VaultKeys
@@ -56,7 +55,7 @@ from .progress import NullProgress, Progress
 from .providers import Provider
 from .restore import Restore, RestoreOptions, RestoreStats
 from .sources import own_state, plan_backup
-from .store import HEALED, Operation, Session, Store, maintenance, snapshot_path
+from .store import HEALED, Operation, Session, Store, maintenance, snapshot_path, utc_stamp
 from .store.cache import LocalCache
 from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, admits, seal_config
 from .store.keystore import KEYS_PREFIX
@@ -135,7 +134,7 @@ class Vault(IntegrityDoor, UpkeepDoor):
         for pid, prov in providers.items():
             check_fresh(pid, prov)
         place_markers(providers, entries)
-        created = utc_now()
+        created = utc_stamp()
         vault_id = secrets.token_bytes(16)
         master = keys.new_master_secret()
         vkeys = VaultKeys.derive(master)
@@ -332,7 +331,7 @@ class Vault(IntegrityDoor, UpkeepDoor):
         master = self._require_master()
         op = self._op()
         cfg = self._store.config
-        kid, _ = op.keystore.add(master, passphrase, cfg.vault_id, kdf or keys.KdfParams(), utc_now(),
+        kid, _ = op.keystore.add(master, passphrase, cfg.vault_id, kdf or keys.KdfParams(), utc_stamp(),
                                  quorum=change_quorum(cfg))
         listed = self._listed_keys(op, cfg)
         try:
@@ -369,7 +368,7 @@ class Vault(IntegrityDoor, UpkeepDoor):
         old = self.key_id
         op = self._op()
         cfg = self._store.config
-        kid, _ = op.keystore.add(master, new, cfg.vault_id, kdf or keys.KdfParams(), utc_now(),
+        kid, _ = op.keystore.add(master, new, cfg.vault_id, kdf or keys.KdfParams(), utc_stamp(),
                                  quorum=change_quorum(cfg))
         listed = self._listed_keys(op, cfg)
         revoke = {old} if old else set()

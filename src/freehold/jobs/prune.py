@@ -27,6 +27,7 @@ from ..chunking import Compressor
 from ..errors import ConflictError, FreeholdError, IntegrityError
 from ..formats import BLOB_DATA, BLOB_TREE, PackEntry, PackRecord
 from ..store import Operation
+from ..store.clock import age_seconds
 from ..store.locks import clock_skew
 from ..store.packs import close_pack, share_name
 from . import health
@@ -157,8 +158,8 @@ class Prune:
         backups = [i for i in self.op.locks.others(None) if not i.lock.exclusive]
         if not backups:
             return set()
-        floor = max(_age(i.lock.time, now) for i in backups) + self.opt.clock_slack
-        fresh = {name for name, t in self.op.index.times.items() if t and _age(t, now) < floor}
+        floor = max(age_seconds(i.lock.time, now) for i in backups) + self.opt.clock_slack
+        fresh = {name for name, t in self.op.index.times.items() if t and age_seconds(t, now) < floor}
         if not fresh:
             return set()
         return {rec.id for rec in self.op.index.packs() if self.op.index.listed_by(rec.id) & fresh}
@@ -209,8 +210,8 @@ class Prune:
             since = deletions.packs.get(pack)
             if since is None or op.index.has_pack(pack):
                 continue  # not retired, or live again
-            age = _age(since, now)
-            orphan = pack in orphan_since and _age(orphan_since[pack], now) < self.opt.safety_window
+            age = age_seconds(since, now)
+            orphan = pack in orphan_since and age_seconds(orphan_since[pack], now) < self.opt.safety_window
             if orphan or (backups and age < self.opt.safety_window):
                 r.deferred_packs += 1
                 r.deferred_bytes += sum(z for _, _, z in where)
@@ -289,14 +290,3 @@ def _present(listings: dict[str, dict[str, int]]) -> dict[bytes, int]:
             if parsed is not None:
                 out[parsed[0]] = out.get(parsed[0], 0) + 1
     return out
-
-
-def _age(stamp: str, now: datetime) -> float:
-    try:
-        t = datetime.fromisoformat(stamp)
-    except ValueError:
-        return float("inf")  # unreadable: counts as old
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return (now - t).total_seconds()
-

@@ -32,6 +32,7 @@ from ..providers.base import Provider
 from ..selection import source_names
 from .blobs import BlobCodec
 from .cache import LocalCache
+from .clock import utc_stamp
 from .configs import ConfigStore
 from .deletions import DELETIONS_PREFIX, Deletions
 from .deletions import load as load_deletions
@@ -51,11 +52,6 @@ __all__ = ["DELETIONS_PREFIX", "HEALED", "Operation", "Session", "Store", "snaps
 # The content-addressed replicated objects that healing copies where they are missing.
 HEALED = ((DELETIONS_PREFIX, KIND_DELETION, "deletion record"), (INDEX_PREFIX, KIND_INDEX, "index object"),
           (SNAPSHOT_PREFIX, KIND_SNAPSHOT, "snapshot"))
-
-
-def utc_stamp() -> str:
-    """Now, as the ISO 8601 UTC text every 1.3 time field holds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Store:

@@ -18,26 +18,20 @@ import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .. import formats
 from ..crypto import KIND_LOCK, open_sealed, seal
 from ..errors import FreeholdError, LockedError
+from .clock import age_seconds, utc_stamp
 from .replicas import ReplicaSet, Verified
 
 LOCKS_PREFIX = "locks/"
 _RELEASED: set[str] = set()   # locks this process released: a copy left on a provider then down is stale
 REFRESH_EVERY = 300.0
 STALE_AFTER = 1800.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _stamp(t: datetime) -> str:
-    return t.isoformat(timespec="microseconds")
 
 
 def _alive(pid: int) -> bool:
@@ -77,7 +71,7 @@ class Locks:
 
     def list(self, now: datetime | None = None) -> list[LockInfo]:
         """Every lock that verifies on some reachable provider, newest refresh of each."""
-        now = now or _now()
+        now = now or datetime.now(UTC)
         listing = self.replicas.listing(LOCKS_PREFIX)
         out = []
         for name in listing.names:
@@ -91,9 +85,8 @@ class Locks:
         return out
 
     def _stale(self, name: str, lock: formats.Lock, now: datetime) -> str:
-        try:
-            age = (now - datetime.fromisoformat(lock.refreshed)).total_seconds()
-        except ValueError:
+        age = age_seconds(lock.refreshed, now)
+        if age == float("inf"):
             return "unreadable time"
         if age > STALE_AFTER:
             return f"not refreshed for {int(age // 60)} minutes"
@@ -107,7 +100,7 @@ class Locks:
         """Write a lock, then look at the others: an exclusive lock is refused (LockedError) while
         another live exclusive lock exists; a shared one never is."""
         name = LOCKS_PREFIX + secrets.token_hex(16)
-        t = _stamp(_now())
+        t = utc_stamp(precise=True)
         lock = formats.Lock(v=formats.FORMAT_VERSION, host=self.host, pid=os.getpid(), op=op, time=t,
                             refreshed=t, exclusive=exclusive)
         held = Held(self, name, lock)
@@ -156,7 +149,7 @@ class Held:
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_EVERY):
             self.lock = formats.Lock(**{**{f: getattr(self.lock, f) for f in self.lock.__struct_fields__},
-                                        "refreshed": _stamp(_now())})
+                                        "refreshed": utc_stamp(precise=True)})
             try:
                 self.write()
             except FreeholdError as exc:
@@ -183,9 +176,9 @@ def clock_skew(replicas: ReplicaSet) -> tuple[float, str]:
         clock = getattr(prov, "clock", None)
         if clock is None:
             return None
-        before = _now().timestamp()
+        before = time.time()
         theirs = clock()
-        after = _now().timestamp()
+        after = time.time()
         return None if theirs is None else theirs - (before + after) / 2
     worst, who = 0.0, ""
     for pid, got in replicas.gather(read).items():  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from .. import formats
 from ..crypto import KIND_MAINTENANCE, open_sealed, seal
 from ..errors import ObjectNotFound
 from ..providers.base import Provider
+from .clock import age_seconds
 from .replicas import ReplicaSet
 
 MAINTENANCE_NAME = "maintenance"
@@ -52,12 +53,8 @@ def overdue(record: formats.Maintenance | None, created: str, now: datetime | No
     now = now or datetime.now(UTC)
 
     def age_days(stamp: str) -> float:
-        try:
-            t = datetime.fromisoformat(stamp)
-        except ValueError:
-            return 0.0
-        t = t if t.tzinfo else t.replace(tzinfo=UTC)
-        return (now - t).total_seconds() / 86400
+        age = age_seconds(stamp, now)
+        return 0.0 if age == float("inf") else age / 86400  # unreadable: no warning
     if record is None:
         days = age_days(created) if created else 0.0
         return (f"maintenance has never run on this vault ({days:.0f} days old): run 'freehold maintain' "
