@@ -162,13 +162,14 @@ class Checker:
 
     def _content_addressed(self) -> list[tuple[str, formats.Snapshot]]:
         snaps: list[tuple[str, formats.Snapshot]] = []
-        gone = self.op.purge_gone()
+        raw = {prefix: self.op.objects.listing(prefix) for prefix, _, _ in HEALED}
+        gone = self.op.purge_gone(raw)
         if gone:
             self.report.problems.append(Problem(GONE_OBJECT, f"{gone} copies of forgotten or replaced objects were "
                                                 "back (a provider missed a deletion); deleted", healed=True))
             self.report.healed += gone
         for prefix, kind, what in HEALED:
-            listing = self.op.live_listing(prefix)
+            listing = self.op.live_listing(prefix, raw[prefix])
             self.report.replicas += len(listing.held)
             findings = self.op.objects.survey(prefix, kind, what, listing, deep=True)
             self.report.healed += self.op.objects.heal(findings, kind, what)

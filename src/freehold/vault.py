@@ -501,11 +501,12 @@ class Vault(IntegrityDoor, UpkeepDoor):
             read = op.configs.load(seen_generation=self._store.config.generation,
                                    vault_id=self._store.config.vault_id)
         op.configs.heal(read)
-        listings = {}
+        raw, listings = {}, {}
         for prefix, kind, what in HEALED:
-            listings[prefix] = op.live_listing(prefix)
+            raw[prefix] = op.objects.listing(prefix)
+            listings[prefix] = op.live_listing(prefix, raw[prefix])
             op.objects.heal(op.objects.survey(prefix, kind, what, listings[prefix]), kind, what)
-        op.purge_gone()
+        op.purge_gone(raw)  # the listings show the gone copies too: no second listing
         op.keystore.purge_revoked(set(self._store.config.revoked))
         return listings[SNAPSHOT_PREFIX]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import posixpath
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,23 +233,24 @@ class Operation:
                 continue
         return count
 
-    def live_listing(self, prefix: str) -> Listing:
-        """A listing of ``prefix`` without the names deletion records say are gone."""
-        listing = self.objects.listing(prefix)
+    def live_listing(self, prefix: str, raw: Listing | None = None) -> Listing:
+        """A listing of ``prefix`` (``raw``, when the caller has one) without the names deletion
+        records say are gone."""
+        raw = raw or self.objects.listing(prefix)
         gone = self.load_deletions()
-        for name in [n for n in listing.held if gone.gone(n)]:
-            del listing.held[name]
-        return listing
+        return Listing(held={n: h for n, h in raw.held.items() if not gone.gone(n)}, reachable=raw.reachable,
+                       errors=raw.errors)
 
-    def purge_gone(self) -> int:
+    def purge_gone(self, raw: Mapping[str, Listing] | None = None) -> int:
         """Delete copies of gone index and snapshot objects wherever they still are; drop them
-        from the cache. Returns how many copies were deleted."""
+        from the cache. ``raw``: listings by prefix the caller already has (else listed here).
+        Returns how many copies were deleted."""
         gone = self.load_deletions()
         deleted = 0
         if not gone.index and not gone.snapshots:
             return 0
         for prefix, names in ((INDEX_PREFIX, gone.index), (SNAPSHOT_PREFIX, gone.snapshots)):
-            listing = self.objects.listing(prefix)
+            listing = (raw or {}).get(prefix) or self.objects.listing(prefix)
             for name in listing.names:
                 hexname = name[len(prefix):]
                 if hexname not in names:
