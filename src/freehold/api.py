@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from . import formats
@@ -301,3 +302,42 @@ class MaintainReport:
     forget: ForgetReport | None = None
     prune: PruneReport | None = None
     exit_code: int = 0                # 0 healthy, 1 problems remain that repair can fix, 13 data lost
+
+
+@dataclass(frozen=True)
+class ShareResult:
+    """What ``share`` made (vault_sharing.share): the capability file's text is for the
+    recipients only; the id names the grant in ``shares list`` and ``shares revoke``."""
+
+    id: str
+    path: str
+    snapshot: str
+    capability: str
+    blobs: int
+    bytes: int
+    to: tuple[str, ...]
+    live: bool = False
+    expires: str = ""
+
+
+@dataclass(frozen=True)
+class GrantInfo:
+    """One grant, as ``shares list`` shows it."""
+
+    id: str
+    path: str
+    snapshot: str
+    to: tuple[str, ...]
+    created: str
+    live: bool = False
+    expires: str = ""
+    revoked: str = ""
+    label: str = ""
+
+    @property
+    def state(self) -> str:
+        if self.revoked:
+            return "revoked"
+        if self.expires and self.expires <= datetime.now(UTC).isoformat(timespec="seconds"):
+            return "expired"
+        return "live" if self.live else "active"

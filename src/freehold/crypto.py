@@ -12,7 +12,7 @@ import hmac
 import os
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import blake3
 import zstandard
@@ -46,6 +46,9 @@ KIND_KEY = 7
 KIND_DELETION = 8    # 1.3
 KIND_LOCK = 9
 KIND_MAINTENANCE = 10
+KIND_SHARED = 11     # 1.4 (format 2, part A): grant objects, records of grants and of publishing
+KIND_GRANT = 12
+KIND_PUBLISHED = 13
 
 
 def hkdf(secret: bytes, info: str, length: int = KEY_LEN) -> bytes:
@@ -90,6 +93,35 @@ class VaultKeys:
 
     def name_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data, key=self.object_name).digest()
+
+    def proves(self, blob_id: bytes, data: bytes | memoryview) -> bool:
+        """Whether an opened blob's plaintext is the one its id names."""
+        return self.blob_id(data) == blob_id
+
+
+@dataclass(frozen=True)
+class GrantKeys(VaultKeys):
+    """What a capability's holder has (design §20): the keys of the shared blobs, nothing else.
+    The vault's other subkeys are replaced by random bytes, so anything else this code might be
+    asked to open fails authentication, as it must. A granted blob cannot be checked against its
+    id (that needs the vault's id key); its envelope authenticates under a key that only the
+    owner, and the grant's holders, know."""
+
+    granted: dict[bytes, bytes] = field(default_factory=dict)   # blob id -> blob key
+
+    @classmethod
+    def random(cls) -> GrantKeys:
+        r = os.urandom
+        return cls(chunk_id=r(32), data_root=r(32), metadata=r(32), object_name=r(32), chunker_seed=1)
+
+    def blob_key(self, blob_id: bytes) -> bytes:
+        key = self.granted.get(blob_id)
+        if key is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:12]} is not part of this grant")
+        return key
+
+    def proves(self, blob_id: bytes, data: bytes | memoryview) -> bool:
+        return blob_id in self.granted
 
 
 def seal(key: bytes, kind: int, context: bytes, body: bytes | bytearray | memoryview,

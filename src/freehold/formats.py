@@ -16,7 +16,7 @@ import msgspec
 from .errors import IntegrityError
 
 FORMAT_VERSION = 1       # every structure's `v`; formats 1.1 and 1.2 add optional fields only (design.md)
-FORMAT_REVISION = "1.3"  # what this code writes
+FORMAT_REVISION = "1.4"  # what this code writes (1.4: format 2 part A, docs/proposed/format-2.md)
 
 # Envelope body encodings (the envelope header's fifth byte).
 ENC_NONE = 0
@@ -220,6 +220,70 @@ class KeyFile(msgspec.Struct, frozen=True):
     vault_id: bytes
     wrapped: bytes                     # envelope(KIND_KEY) of the 32-byte master secret
     created: str = ""
+
+
+class Shared(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.4: ``shared/<name>``, what a capability's holder reads (sealed with the grant key)."""
+
+    v: int
+    vault_id: bytes
+    name: bytes                        # 16 random bytes, the object's name in hex
+    time: str
+    snapshot: str                      # hex id of the snapshot the content is from
+    path: str                          # the shared path in that snapshot's tree
+    node: Node                         # the shared file or folder
+    packs: list[PackRecord] = []       # packs holding shared blobs, ``blobs`` filtered to those
+    keys: dict[bytes, bytes] = {}      # blob id -> blob key (format-1 vaults)
+    live: bool = False
+    expires: str = ""                  # ISO 8601 UTC; "" never
+
+
+class Grant(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.4: ``grants/<name>``, the owner's record of a grant (sealed with the metadata key)."""
+
+    v: int
+    name: bytes
+    key: bytes                         # the grant key G (32 bytes)
+    to: list[str]                      # the recipients' public keys, as given
+    path: str
+    snapshot: str
+    created: str
+    label: str = ""
+    live: bool = False
+    expires: str = ""
+    revoked: str = ""                  # when revoked ("" not revoked)
+
+
+class Capability(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.4: the plaintext of a capability file (age-encrypted to its recipients; never stored)."""
+
+    v: int
+    vault_id: bytes
+    name: bytes
+    key: bytes
+    providers: list[ProviderEntry]
+    k: int
+    n: int
+    path: str
+    live: bool = False
+    expires: str = ""
+
+
+class Published(msgspec.Struct, frozen=True, omit_defaults=True):
+    """1.4: ``published/<name>``, one record per publish (sealed with the metadata key)."""
+
+    v: int
+    time: str
+    cid: bytes                         # binary CID of the published root
+    profile: str                       # "unixfs-v1-2025" | "unixfs-v0-2015"
+    snapshot: str                      # hex id of the snapshot holding the content
+    path: str                          # the content's path in that snapshot's tree
+    kind: str                          # "file" | "dir"
+    size: int = 0
+    name: str = ""
+    description: str = ""
+    nft_cid: bytes = b""               # --nft: CID of the ERC-721 metadata JSON
+    nft_json: bytes = b""              # --nft: that JSON, as published
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -62,6 +62,7 @@ from .store.keystore import KEYS_PREFIX
 from .store.metadata import SNAPSHOT_PREFIX
 from .store.replicas import Listing
 from .vault_integrity import IntegrityDoor
+from .vault_sharing import SharingDoor
 from .vault_upkeep import UpkeepDoor
 
 PACK_SIZE = 16 * 1024 * 1024
@@ -73,7 +74,7 @@ def default_home() -> Path:
     return Path(os.environ.get("FREEHOLD_HOME") or Path.home() / ".freehold")
 
 
-class Vault(IntegrityDoor, UpkeepDoor):
+class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
     def __init__(self, home: Path, store: Store, master: bytes | None, key_id: str | None,
                  on_disk: state.LocalState | None, hedge_after: float = 2.0,
                  opened: ConfigRead | None = None) -> None:
@@ -489,6 +490,7 @@ class Vault(IntegrityDoor, UpkeepDoor):
                 held.release()
         if sid:  # "" after a dry run
             self.sync_state(last_snapshot=sid)
+            self._refresh_grants(op, sid, snap)
         self._finish(op)
         return BackupResult(sid, snap, job.stats)
 

@@ -41,7 +41,7 @@ class BlobCodec:
 
     def check(self, blob_id: bytes, data: bytes | memoryview, size: int | None) -> None:
         """A blob's plaintext must have its recorded size and hash to its id."""
-        if (size is not None and len(data) != size) or self.keys.blob_id(data) != blob_id:
+        if (size is not None and len(data) != size) or not self.keys.proves(blob_id, data):
             raise IntegrityError(f"{describe(blob_id)} does not match its id")
 
     def open_group(self, group: list[PackEntry], data: bytes, start: int) -> dict[bytes, bytes]:

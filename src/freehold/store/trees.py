@@ -35,6 +35,7 @@ class TreeStore:
         self.reader = reader
         self.cache = cache
         self.lru = lru
+        self.pinned: dict[bytes, formats.Tree] = {}   # trees that are not blobs (a grant's virtual root)
 
     def cache_pack(self, pack_id: bytes, pack: bytes | bytearray | memoryview) -> None:
         """Keep a sealed copy of a tree pack: one file per pack, not one per directory."""
@@ -51,6 +52,8 @@ class TreeStore:
         return data if data is not None and len(data) == rec.len else None
 
     def load(self, tree_id: bytes) -> formats.Tree:
+        if tree_id in self.pinned:
+            return self.pinned[tree_id]
         loc = self.index.lookup(tree_id)
         plain = None
         if loc is not None:
