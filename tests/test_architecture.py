@@ -19,20 +19,28 @@ LAYERS: dict[str, float] = {
     "restore_files": 4.5, "restore_select": 4.5,
     "testing": 5, "pipeline": 5, "restore": 5, "checker": 5, "assembly": 5, "reports": 5,
     "jobs": 5, "door": 5.4, "vault_integrity": 5.5, "vault_upkeep": 5.5,   # the door's mixins, over the jobs
+    "vault_sharing": 5.5, "vault_writers": 5.5, "vault_publishing": 5.5,
+    "vault_writer": 5.8,                            # the door of a machine with a write-only key
+    "caps": 3,                                      # capability files: pyrage over formats
+    "vault_shared": 6,                              # the door of a capability's holder (no vault)
     "retention": 2,
+    "unixfs": 2,                                    # pure: dag-pb, UnixFS DAGs, CIDs and CAR files
+    "gateway_dag": 2.5,                             # pure: block lookup, paths and DAG walks of the gateway
     "vault": 6,
-    "console": 7, "cli": 7.5,
+    "console": 7, "gateway": 7, "cli": 7.5,
     "demo": 8,
 }
 # Interfaces talk to the Vault and its result types only.
-INTERFACES = {"cli", "demo"}
-INTERFACE_MAY_IMPORT = {"vault", "api", "errors", "progress", "cli", "demo", "__init__", "__version__",
+INTERFACES = {"cli", "demo", "gateway"}
+INTERFACE_MAY_IMPORT = {"vault", "vault_shared", "api", "errors", "progress", "cli", "demo", "__init__", "__version__",
                         # value types the CLI builds from its options or prints
                         "formats", "keys", "placement", "guardians", "guardian_pages", "console",
                         "selection",  # pure: the CLI parses --exclude-larger-than sizes with it
-                        "retention"}  # pure: the CLI builds forget's keep rules with it
+                        "retention",  # pure: the CLI builds forget's keep rules with it
+                        "unixfs", "gateway_dag",  # pure: the gateway parses CIDs and walks DAGs with them
+                        "gateway"}  # the CLI's `gateway` command serves with it
 # Which modules may read the process environment (configuration enters at the edges only).
-ENVIRON_ALLOWED = {"cli", "vault", "testing"}
+ENVIRON_ALLOWED = {"cli", "vault", "vault_writer", "testing"}
 ENV_NAMES = ("environ", "getenv", "environb", "putenv")
 MAX_LINES = 600
 

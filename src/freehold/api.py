@@ -341,3 +341,52 @@ class GrantInfo:
         if self.expires and self.expires <= datetime.now(UTC).isoformat(timespec="seconds"):
             return "expired"
         return "live" if self.live else "active"
+
+
+@dataclass(frozen=True)
+class NftInfo:
+    """``publish --nft``: what the ERC-721 metadata JSON says besides its image (docs/design.md,
+    publishing): ``name`` ("" for the published file's or folder's name) and ``description``."""
+
+    name: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What ``publish`` made (vault_publishing.publish): the record ``id``, the root CID and
+    its ``ipfs://`` URI, where the content is in the vault, and for ``--nft`` the metadata's
+    CID and JSON text. ``backed_up``: a new snapshot was made of a local path first."""
+
+    id: str
+    cid: str
+    uri: str
+    profile: str
+    snapshot: str
+    path: str
+    kind: str
+    size: int
+    blocks: int
+    backed_up: bool = False
+    car: str = ""
+    car_bytes: int = 0
+    nft_cid: str = ""
+    nft_uri: str = ""
+    nft_json: str = ""
+
+
+@dataclass(frozen=True)
+class PublishedInfo:
+    """One publishing record, as ``published`` lists it."""
+
+    id: str
+    time: str
+    cid: str
+    profile: str
+    snapshot: str
+    path: str
+    kind: str
+    size: int
+    name: str = ""
+    description: str = ""
+    nft_cid: str = ""

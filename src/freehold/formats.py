@@ -59,6 +59,8 @@ class IndexFile(msgspec.Struct, frozen=True, omit_defaults=True):
     v: int
     packs: list[PackRecord]
     time: str = ""                     # 1.3: ISO 8601 UTC time written ("": unknown, counts as old)
+    writer: str = ""                   # 2.0: who signed it: "" the owner, else a writer's label
+    sig: bytes = b""                   # 2.0: Ed25519 over the object with ``sig`` empty (design §23)
 
 
 class Deletion(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -153,6 +155,7 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
     # Format 1.2:
     torn: list[str] = []               # files that changed while read (their nodes say torn)
     excluded: int = 0                  # paths left out by the selection (excludes, own state)
+    writer: str = ""                   # 2.0: the write-only key that made it ("" the owner)
 
 
 class ProviderEntry(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -178,11 +181,20 @@ class Retention(msgspec.Struct, frozen=True, omit_defaults=True):
     tags: list[str] = []
 
 
+class Writer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """2.0: a write-only key the owner made (``keys add --write-only``)."""
+
+    label: str
+    key: bytes                         # its Ed25519 public key
+    created: str = ""
+
+
 class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
     allow: list[str] = []              # ISO 3166 alpha-2 codes; empty: anywhere
     min_jurisdictions: int = 1
     max_per_operator: int = 0          # 0: no limit
     retention: Retention = Retention()  # 1.3: what ``maintain`` forgets (Config has 15 fields: fixmap)
+    writers: list[Writer] = []         # 2.0: who may write (here, not in Config, for the same reason)
 
 
 class Chunker(msgspec.Struct, frozen=True):
@@ -267,6 +279,7 @@ class Capability(msgspec.Struct, frozen=True, omit_defaults=True):
     path: str
     live: bool = False
     expires: str = ""
+    structure: int = 1                 # the vault's format (2: references are capabilities, no key list)
 
 
 class Published(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -284,6 +297,42 @@ class Published(msgspec.Struct, frozen=True, omit_defaults=True):
     description: str = ""
     nft_cid: bytes = b""               # --nft: CID of the ERC-721 metadata JSON
     nft_json: bytes = b""              # --nft: that JSON, as published
+
+
+class WriterSnapshot(msgspec.Struct, frozen=True):
+    """2.0: a snapshot a write-only key made: sealed with a fresh key that only the owner's age
+    identity can recover, signed by the writer (design §23)."""
+
+    v: int
+    writer: str
+    box: bytes                         # age file (binary) of the 32-byte snapshot key, to the owner
+    body: bytes                        # envelope (KIND_SNAPSHOT, context the object's name) of the Snapshot
+    sig: bytes                         # Ed25519 by the writer
+
+
+class Signed(msgspec.Struct, frozen=True):
+    """2.0: an envelope signed by the owner (``writer-config``)."""
+
+    v: int
+    body: bytes
+    sig: bytes
+
+
+class WriterKey(msgspec.Struct, frozen=True, omit_defaults=True):
+    """2.0: what a write-only key holds (sealed under its passphrase in a key file)."""
+
+    v: int
+    vault_id: bytes
+    label: str
+    conv: bytes                        # the convergence key: references of what it writes
+    index: bytes                       # the index key: index objects, trailers, locks, deletions
+    object_name: bytes
+    chunker_seed: int
+    sign: bytes                        # its own Ed25519 private seed
+    owner_pub: bytes                   # the owner's Ed25519 public key
+    owner_age: str                     # the owner's age recipient (age1…)
+    providers: list[ProviderEntry] = []
+    created: str = ""
 
 
 _encoder = msgspec.msgpack.Encoder()

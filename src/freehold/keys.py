@@ -92,10 +92,12 @@ def new_master_secret() -> bytes:
     return secrets.token_bytes(KEY_LEN)
 
 
-def wrap(master: bytes, passphrase: bytes, vault_id: bytes, params: KdfParams, created: str = "") -> bytes:
+def wrap(master: bytes, passphrase: bytes, vault_id: bytes, params: KdfParams, created: str = "",
+         context: bytes = b"key") -> bytes:
+    """A key object (or, ``context`` b"writer", a write-only key file) of ``master``."""
     salt = secrets.token_bytes(16)
     kek = _stretch(passphrase, salt, params)
-    wrapped = seal(kek, KIND_KEY, b"key" + vault_id, master)
+    wrapped = seal(kek, KIND_KEY, context + vault_id, master)
     return formats.encode(formats.KeyFile(v=1, kdf="argon2id", t=params.t, m=params.m, p=params.p,
                                           salt=salt, vault_id=vault_id, wrapped=wrapped,
                                           created=created))
@@ -114,12 +116,14 @@ def read_keyfile(data: bytes, limits: Limits = STRICT) -> formats.KeyFile:
     return kf
 
 
-def unwrap(kf: formats.KeyFile, passphrase: bytes) -> bytes:
+def unwrap(kf: formats.KeyFile, passphrase: bytes, context: bytes = b"key") -> bytes:
     kek = _stretch(passphrase, kf.salt, KdfParams(kf.t, kf.m, kf.p))
     try:
-        master = open_sealed(kek, KIND_KEY, b"key" + kf.vault_id, kf.wrapped, "key object")
+        master = open_sealed(kek, KIND_KEY, context + kf.vault_id, kf.wrapped, "key object")
     except IntegrityError:
         raise WrongPassphrase("wrong passphrase (it opens none of this vault's keys)") from None
+    if context != b"key":
+        return master
     if len(master) != KEY_LEN:
         raise IntegrityError("key object holds a malformed master secret")
     return master

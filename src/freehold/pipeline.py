@@ -61,7 +61,8 @@ class _PackStream:
         self.entries: list[PackEntry] = []
 
     def add(self, blob_id: bytes, env: bytes | bytearray, size: int) -> None:
-        self.entries.append(PackEntry(id=blob_id, t=self.blob_type, o=self.size, l=len(env), s=size))
+        self.entries.append(PackEntry(id=self.owner.keys.locate(blob_id), t=self.blob_type, o=self.size,
+                                      l=len(env), s=size))
         self.parts.append(env)
         self.size += len(env)
         if self.size >= self.owner.config.pack_size:
@@ -90,6 +91,7 @@ class Backup(Walker):
         self.dry_run = plan.dry_run
         self.config = op.config
         self.keys = op.store.keys
+        self.tree_version = self.keys.version
         self.index = op.index
         self.progress = progress or NullProgress()
         cfg = op.config.chunker
@@ -97,6 +99,10 @@ class Backup(Walker):
         self.stats = BackupStats()
         self._pending: set[bytes] = set()
         self._local = threading.local()
+        # 2.0: deduplicate only against packs the owner or this key signed (design §23).
+        trust = frozenset({"", self.keys.label})
+        self._stored: Callable[[bytes], bool] = (
+            self.index.__contains__ if self.keys.version < 2 else lambda ref: self.index.trusted(ref, trust))
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="freehold-seal")
         self._pack_pool = ThreadPoolExecutor(MAX_PACKS_IN_FLIGHT, thread_name_prefix="freehold-pack")
         self._pack_slots = threading.BoundedSemaphore(MAX_PACKS_IN_FLIGHT)
@@ -130,7 +136,7 @@ class Backup(Walker):
     def _add_data(self, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
         if blob_id is None:
             blob_id = self.keys.blob_id(data)
-        if blob_id not in self.index and blob_id not in self._pending:
+        if not self._stored(blob_id) and blob_id not in self._pending:
             self._pending.add(blob_id)
             self.stats.new_blobs += 1
             self.stats.new_bytes += len(data)
@@ -173,7 +179,7 @@ class Backup(Walker):
     def _add_tree(self, tree: formats.Tree) -> bytes:
         plain = formats.encode(tree)
         blob_id = self.keys.blob_id(plain)
-        if blob_id not in self.index and blob_id not in self._pending:
+        if not self._stored(blob_id) and blob_id not in self._pending:
             self._pending.add(blob_id)
             if not self.dry_run:
                 self._trees.add(blob_id, self.op.codec.seal(blob_id, BLOB_TREE, plain), len(plain))
@@ -293,7 +299,7 @@ class Backup(Walker):
                 nodes = [self._stdin_node(plan.stdin, os.fsencode(plan.stdin_name))]
             else:
                 nodes = self._roots(plan.sources, old_root)
-            root = self._add_tree(formats.Tree(v=formats.FORMAT_VERSION, nodes=sorted(nodes, key=_name)))
+            root = self._add_tree(formats.Tree(v=self.tree_version, nodes=sorted(nodes, key=_name)))
             if self.own_met:
                 self.progress.warn(f"left out Freehold's own state: {', '.join(self.own_met)}")
             self._finish_data()

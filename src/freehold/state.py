@@ -43,6 +43,7 @@ class LocalState:
     config_generation: int = 0
     key_ids: list[str] = field(default_factory=list)
     last_snapshot: str = ""
+    writer: str = ""            # 2.0: this home backs up with the write-only key of this label
 
     @classmethod
     def from_config(cls, config: formats.Config, previous: LocalState | None = None,
@@ -79,7 +80,8 @@ def read(home: Path) -> LocalState:
     try:
         return LocalState(str(raw["vault_id"]), int(raw.get("k", 0)), int(raw.get("n", 0)),
                           list(raw.get("providers", [])), int(raw.get("config_generation", 0)),
-                          [str(k) for k in raw.get("key_ids", [])], str(raw.get("last_snapshot", "")))
+                          [str(k) for k in raw.get("key_ids", [])], str(raw.get("last_snapshot", "")),
+                          str(raw.get("writer", "")))
     except (TypeError, ValueError) as exc:
         raise VaultNotFound(f"{path} is not a Freehold vault configuration ({exc})") from None
 

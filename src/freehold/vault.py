@@ -61,9 +61,12 @@ from .store.configs import CONFIG_NAME, ConfigRead, ConfigStore, admits, seal_co
 from .store.keystore import KEYS_PREFIX
 from .store.metadata import SNAPSHOT_PREFIX
 from .store.replicas import Listing
+from .store.writers import write_writer_config
 from .vault_integrity import IntegrityDoor
 from .vault_sharing import SharingDoor
 from .vault_upkeep import UpkeepDoor
+from .vault_writer import WriterVault
+from .vault_writers import WritersDoor
 
 PACK_SIZE = 16 * 1024 * 1024
 STATE_FILE = state.STATE_FILE
@@ -74,7 +77,7 @@ def default_home() -> Path:
     return Path(os.environ.get("FREEHOLD_HOME") or Path.home() / ".freehold")
 
 
-class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
+class Vault(IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor):
     def __init__(self, home: Path, store: Store, master: bytes | None, key_id: str | None,
                  on_disk: state.LocalState | None, hedge_after: float = 2.0,
                  opened: ConfigRead | None = None) -> None:
@@ -108,8 +111,11 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
     @classmethod
     def init(cls, specs: list[ProviderSpec], k: int, n: int, passphrase: str,
              home: Path | None = None, kdf: keys.KdfParams | None = None,
-             policy: formats.Policy | None = None, wrap: Wrap | None = None) -> Vault:
+             policy: formats.Policy | None = None, wrap: Wrap | None = None, structure: int = 1) -> Vault:
+        """``structure`` 2 makes a 2.0 vault (design §23: references, write-only keys)."""
         home = home or default_home()
+        if structure not in (1, 2):
+            raise UsageError(f"--format {structure}: this Freehold writes vault formats 1 and 2")
         policy = policy or formats.Policy()
         erasure.check_params(k, n)
         if len(specs) < n:
@@ -138,10 +144,10 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
         created = utc_stamp()
         vault_id = secrets.token_bytes(16)
         master = keys.new_master_secret()
-        vkeys = VaultKeys.derive(master)
+        vkeys = VaultKeys.derive(master, structure)
         kid = secrets.token_hex(16)
         keyfile = keys.wrap(master, form, vault_id, kdf or keys.KdfParams(), created)
-        config = formats.Config(v=formats.FORMAT_VERSION, vault_id=vault_id, k=k, n=n,
+        config = formats.Config(v=structure, vault_id=vault_id, k=k, n=n,
                                 chunker=formats.Chunker(MIN_SIZE, AVG_SIZE, MAX_SIZE),
                                 pack_size=PACK_SIZE, providers=entries, created=created, policy=policy,
                                 generation=1, change=secrets.token_bytes(16), changed=created, keys=[kid])
@@ -154,6 +160,8 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
             everyone = len(providers)
             op.replicas.put_all(KEYS_PREFIX + kid, keyfile, quorum=everyone)
             op.replicas.put_all(CONFIG_NAME, seal_config(vkeys, config), quorum=everyone)
+            if structure >= 2:  # what writers read (design §23)
+                write_writer_config(op.replicas, vkeys, config, everyone)
         except BaseException:
             store.close()
             raise
@@ -162,11 +170,19 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
         state.create(home, local)
         return cls(home, store, master, kid, local)
 
+    @staticmethod
+    def setup_writer(key_file: bytes, passphrase: str, home: Path | None = None, *,
+                     wrap: Wrap | None = None) -> WriterVault:
+        """Make this machine's home back up with a write-only key file (design §23)."""
+        return WriterVault.setup(key_file, passphrase, home or default_home(), wrap=wrap)
+
     @classmethod
     def open(cls, passphrase: str, home: Path | None = None, *, wrap: Wrap | None = None,
              hedge_after: float = 2.0) -> Vault:
         home = home or default_home()
         local = state.read(home)
+        if local.writer:  # a machine with a write-only key: it can back up, nothing else
+            return WriterVault.open(passphrase, home, local, wrap=wrap, hedge_after=hedge_after)  # type: ignore[return-value]
         providers = {p["id"]: open_one(p["id"], p["url"], p.get("jurisdiction", ""), p.get("operator", ""), wrap)
                      for p in local.providers}
         vault = cls._unlock_and_assemble(home, providers, bytes.fromhex(local.vault_id), local,
@@ -204,6 +220,9 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
                                                                                      vault_id=config.vault_id)
                 config = read.config
             drop_unlisted(store, config)
+            if config.v not in (1, 2):
+                raise UsageError(f"this vault has format {config.v}, written by a newer Freehold: upgrade Freehold")
+            vkeys = VaultKeys.derive(master, config.v)
             store.cache = LocalCache(cache_dir(home, config.vault_id))
             store.attach(config, vkeys)
             if kid is not None and not admits(config, kid):
@@ -213,7 +232,7 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
                                       "vault's providers do not hold (a planted key object?)")
             op = store.operation(session)
             op.load_index()
-            late = maintenance.overdue(maintenance.newest(op.replicas, vkeys.metadata), config.created)
+            late = maintenance.overdue(maintenance.newest(op.replicas, op.store.keys.index), config.created)
             if late:
                 session.warn(late)
         except BaseException:
@@ -317,6 +336,8 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor):
         new, missed = op.configs.change(self._store.config, mutate)
         self._store.config = new
         self.sync_state()
+        if new.v >= 2:  # the writers' copy follows every change (design §23)
+            write_writer_config(op.replicas, self._store.keys, new, op.maintenance_quorum())
         return missed
 
     def _listed_keys(self, op: Operation, cfg: formats.Config) -> list[str]:

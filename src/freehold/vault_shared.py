@@ -51,8 +51,8 @@ class SharedVault:
             raise UsageError(f"only {len(providers)} of the capability's providers can be opened here; "
                              f"{cap.k} are needed")
         store = Store(providers, None)
-        keys = GrantKeys.random()
-        config = formats.Config(v=formats.FORMAT_VERSION, vault_id=cap.vault_id, k=cap.k, n=cap.n,
+        keys = GrantKeys.random(cap.structure)
+        config = formats.Config(v=cap.structure, vault_id=cap.vault_id, k=cap.k, n=cap.n,
                                 chunker=_CHUNKER, pack_size=1024 * 1024, providers=cap.providers)
         session = Session(hedge_after=hedge_after)
         try:

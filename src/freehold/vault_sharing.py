@@ -61,12 +61,13 @@ class SharingDoor(DoorParts):
         cfg = self._store.config
         cap = formats.Capability(v=1, vault_id=cfg.vault_id, name=name, key=key,
                                  providers=[formats.ProviderEntry(id=p.id, url=p.url) for p in cfg.providers],
-                                 k=cfg.k, n=cfg.n, path=obj.path, live=live, expires=until)
+                                 k=cfg.k, n=cfg.n, path=obj.path, live=live, expires=until, structure=cfg.v)
         text = caps.write(cap, recipients)
         size = sum(e.s for rec in obj.packs for e in rec.blobs)
         self._finish(op)
         return ShareResult(id=name.hex(), path=obj.path or "/", snapshot=sid, capability=text,
-                           blobs=len(obj.keys), bytes=size, to=tuple(names), live=live, expires=until)
+                           blobs=sum(len(rec.blobs) for rec in obj.packs), bytes=size, to=tuple(names), live=live,
+                           expires=until)
 
     def shares(self) -> list[GrantInfo]:
         op = self._op()

@@ -81,7 +81,7 @@ class UpkeepDoor(DoorParts):
         policy and prune, then record the run. One host is the maintainer; another refuses
         unless ``take_over``."""
         op = self._op()
-        key = self._store.keys.metadata
+        key = self._store.keys.index
         last = maintenance.newest(op.replicas, key)
         host = socket.gethostname()
         self._finish(op)

@@ -80,6 +80,7 @@ class Walker:
         self.selection = selection
         self.own = own                 # (dev, ino) of Freehold's own directories
         self.own_met: list[str] = []   # where the walk met them
+        self.tree_version = formats.FORMAT_VERSION   # 2 in a 2.0 vault: its trees hold references
         self.root_dev = 0              # --one-file-system: the device of the source being walked
         self._users: dict[int, str] = {}
         self._groups: dict[int, str] = {}
@@ -146,7 +147,7 @@ class Walker:
         """A directory on the way to sources (same-name sources, design.md §12): its own
         metadata, holding only the given nodes."""
         st = os.stat(path)
-        subtree = self._add_tree(formats.Tree(v=formats.FORMAT_VERSION, nodes=sorted(nodes, key=_name)))
+        subtree = self._add_tree(formats.Tree(v=self.tree_version, nodes=sorted(nodes, key=_name)))
         self.stats.dirs += 1
         return Node(name=name, type="dir", mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime_ns, subtree=subtree,
                     meta=self._meta(st, self._xattrs(path, st.st_dev)))
@@ -196,7 +197,7 @@ class Walker:
             xattrs = self._xattrs(fd, st.st_dev)
             if self.selection.one_file_system and st.st_dev != self.root_dev:
                 self.stats.excluded += 1  # a mount point: kept, empty (restic)
-                subtree = self._add_tree(formats.Tree(v=formats.FORMAT_VERSION, nodes=[]))
+                subtree = self._add_tree(formats.Tree(v=self.tree_version, nodes=[]))
             else:
                 subtree = self._dir(fd, path, old.subtree if old is not None and old.type == "dir" else None)
         except OSError as exc:
@@ -238,7 +239,7 @@ class Walker:
             for fut in ahead.values():  # fd is closed next: no read of it may still be running
                 if not fut.cancel():
                     fut.exception()
-        return self._add_tree(formats.Tree(v=formats.FORMAT_VERSION, nodes=nodes))
+        return self._add_tree(formats.Tree(v=self.tree_version, nodes=nodes))
 
     def _entries(self, fd: int, path: str) -> list[tuple[bytes, str, str, os.stat_result]]:
         """A directory's entries that the selection keeps, sorted by name bytes, with their lstat."""

@@ -32,6 +32,7 @@ from .common import (
     report,
     size,
     table,
+    write_private,
 )
 from .data import repair_summary
 
@@ -194,8 +195,26 @@ def keys_list(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> 
 
 @keys_app.command("add")
 def keys_add(new_passphrase_file: NewPassOpt = None, passphrase_file: PassFileOpt = None,
+             write_only: Annotated[bool, typer.Option(
+                 "--write-only", help="A key for a machine: it can back up, never read (format-2 vaults); "
+                                      "written to --out, sealed under the new passphrase.")] = False,
+             label: Annotated[str, typer.Option("--label", help="--write-only: the machine's name.")] = "",
+             out_file: Annotated[Path | None, typer.Option("--out", help="--write-only: the key file to write.",
+                                                           dir_okay=False)] = None,
              as_json: JsonOpt = False) -> None:
-    """Add another passphrase that opens the vault."""
+    """Add another passphrase that opens the vault (or, --write-only, a key for a machine)."""
+    if write_only:
+        if not label or out_file is None:
+            raise UsageError("--write-only needs --label NAME and --out FILE")
+        if out_file.exists() or out_file.is_symlink():
+            raise UsageError(f"{out_file} exists: choose another --out")
+        with open_vault(passphrase_file) as v:
+            blob = v.add_writer(label, new_passphrase(new_passphrase_file), kdf_from_env())
+        write_private(out_file, blob)
+        report(as_json, {"writer": label, "key_file": str(out_file)},
+               f"Wrote the write-only key {label!r} to {out_file}. On the machine: 'freehold init --write-key "
+               f"{out_file.name}' with its passphrase; it can back up and read nothing.")
+        return
     with open_vault(passphrase_file) as v:
         change = v.add_key(new_passphrase(new_passphrase_file), kdf_from_env())
     report(as_json, {"id": change.id, "missed": change.outcome.missed},

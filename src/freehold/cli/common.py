@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import getpass
 import json
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -173,3 +175,20 @@ def new_passphrase(new_file: Path | None, env_name: str = "FREEHOLD_NEW_PASSPHRA
 def kdf_from_env() -> keys.KdfParams | None:
     weak = os.environ.get("FREEHOLD_KDF_MEMORY_KIB")  # test suites only: see keys.KdfParams.weak
     return keys.KdfParams.weak(int(weak)) if weak and weak.isdigit() else None
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """A new file readable by its owner only, written whole or not at all; never over another."""
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{path} exists: choose another --out (it is never overwritten)")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if the name appeared meanwhile
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

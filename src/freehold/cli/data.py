@@ -47,16 +47,24 @@ def init(
     allow: AllowOpt = None,
     min_jurisdictions: MinJurOpt = 1,
     max_per_operator: MaxOpOpt = 0,
+    structure: Annotated[int, typer.Option("--format", help="Vault format: 1, or 2 (write-only keys for "
+                                                            "machines; references as capabilities).")] = 1,
+    write_key: Annotated[Path | None, typer.Option(
+        "--write-key", help="Instead: set this machine up to back up with a write-only key file the owner "
+                            "made ('keys add --write-only'); the passphrase is that file's.", dir_okay=False)] = None,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a vault over N providers; any K of them can restore everything."""
+    if write_key is not None:
+        _init_writer(write_key, passphrase_file, as_json)
+        return
     specs = [parse_provider(p) for p in [*(providers or []), *(provider or [])]]
     if not specs:
         raise UsageError("name the providers: freehold init --k 3 --n 5 file:///abs/p1 ... (or --provider)")
     policy = make_policy(allow, min_jurisdictions, max_per_operator)
     passphrase = read_passphrase(passphrase_file, confirm=True)
-    with Vault.init(specs, k, n, passphrase, kdf=kdf_from_env(), policy=policy) as v:
+    with Vault.init(specs, k, n, passphrase, kdf=kdf_from_env(), policy=policy, structure=structure) as v:
         info = v.info()
         vid = info.vault_id
         if as_json:
@@ -66,6 +74,20 @@ def init(
         out.print(f"Created vault {vid[:12]}: {k}-of-{n} over {len(specs)} providers "
                   f"(survives the loss of any {n - k}).")
         out.print(f"Local configuration: {v.home}")
+
+
+def _init_writer(key_file: Path, passphrase_file: Path | None, as_json: bool) -> None:
+    try:
+        blob = key_file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {key_file}: {exc.strerror}") from None
+    with Vault.setup_writer(blob, read_passphrase(passphrase_file)) as w:
+        label, home = w.label, w.home
+    if as_json:
+        emit({"writer": label, "home": str(home)})
+        return
+    out.print(f"This machine now backs up with the write-only key {label!r} (local configuration: {home}). "
+              "It can write backups; it cannot list, read or restore them.", markup=False)
 
 
 ListOpt = list[str] | None
@@ -166,6 +188,8 @@ def snapshot_notes(s: formats.Snapshot) -> str:
     notes = []
     if s.skipped:
         notes.append(f"incomplete: {len(s.skipped)} missing")
+    if s.writer:
+        notes.append(f"by write-only key {s.writer}")
     if s.torn:
         notes.append(f"{len(s.torn)} changed while read")
     return "; ".join(notes)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,28 +12,11 @@ from ..api import RestoreOptions
 from ..console import progress_for
 from ..errors import UsageError
 from ..vault_shared import SharedVault
-from .common import JsonOpt, PassFileOpt, app, emit, local_time, open_vault, out, size, table
+from .common import JsonOpt, PassFileOpt, app, emit, local_time, open_vault, out, size, table, write_private
 from .data import mode_str
 
 shares_app = typer.Typer(help="Grants of read access made with 'share': list and revoke them.", no_args_is_help=True)
 app.add_typer(shares_app, name="shares")
-
-
-def write_private(path: Path, text: str) -> None:
-    """A new file readable by its owner only, written whole or not at all; never over another."""
-    if path.exists() or path.is_symlink():
-        raise UsageError(f"{path} exists: choose another --out (a capability is never overwritten)")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # fails if the name appeared meanwhile
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 @app.command()

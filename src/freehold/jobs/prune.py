@@ -46,6 +46,7 @@ class Prune:
         self.progress = progress or (lambda stage, done, total: None)
         self.host = options.host or socket.gethostname()
         self.report = PruneReport(dry_run=options.dry_run)
+        self._refs: dict[bytes, bytes] = {}   # index id -> reference of every used blob
 
     def run(self) -> PruneReport:
         started = time.monotonic()
@@ -90,7 +91,10 @@ class Prune:
         keep: list[PackRecord] = []
         candidates: list[tuple[float, int, PackRecord]] = []   # (unused fraction, unused bytes, pack)
         # The blobs each pack is the index's copy of (a blob stored twice counts in one pack only).
-        homes = {rec.id: [e for e in rec.blobs if e.id in used and _home(op, e.id) == rec.id] for rec in packs}
+        # Trees hold references, pack entries index ids (the same bytes in format 1; design §23).
+        self._refs = {op.store.keys.locate(ref): ref for ref in used}
+        homes = {rec.id: [e for e in rec.blobs if e.id in self._refs and _home(op, e.id) == rec.id]
+                 for rec in packs}
         unused_of = {rec.id: max(0, rec.len - sum(e.l for e in homes[rec.id])) for rec in packs}
         for rec in packs:
             used_here = sum(e.l for e in homes[rec.id])
@@ -174,14 +178,15 @@ class Prune:
         compressor = Compressor()
         for at, batch in _batches(wanted):
             self.progress("repack", at, len(wanted))
-            blobs = op.reader.read_sealed([e.id for e, _ in batch])
+            blobs = op.reader.read_sealed([self._refs[e.id] for e, _ in batch])
             for e, _ in batch:
-                sealed, data = blobs[e.id]
+                ref = self._refs[e.id]
+                sealed, data = blobs[ref]
                 if sealed:  # authenticated: copied as it is (same key, nonce and bytes: nothing re-encrypted)
                     streams[e.t].add(e.id, e.t, bytes(data), e.s)
                     continue
                 encoding, body = compressor.encode(data) if e.t == BLOB_DATA else (formats.ENC_NONE, data)
-                streams[e.t].add(e.id, e.t, op.codec.seal(e.id, e.t, body, encoding), len(data))
+                streams[e.t].add(e.id, e.t, op.codec.seal(ref, e.t, body, encoding), len(data))
         for s in streams.values():
             s.flush()
         return out
@@ -270,8 +275,9 @@ def _batches(wanted: list[tuple[PackEntry, bytes]]) -> Iterator[tuple[int, list[
 
 
 def _home(op: Operation, blob_id: bytes) -> bytes | None:
-    """The pack the index reads a blob from (a blob stored twice counts in one pack only)."""
-    loc = op.index.lookup(blob_id)
+    """The pack the index reads a blob (of this index id) from (a blob stored twice counts in one
+    pack only)."""
+    loc = op.index.lookup_id(blob_id)
     return None if loc is None else loc.pack_id
 
 

@@ -64,7 +64,7 @@ def open_trailer(op: Operation, pack: bytes | memoryview) -> tuple[formats.PackT
     if tlen + 4 > len(view):
         raise IntegrityError("pack trailer length is out of range")
     tail = view[len(view) - 4 - tlen:]
-    plain = open_sealed(op.store.keys.metadata, KIND_PACK_TRAILER, b"pack-trailer", tail[:-4], "pack trailer")
+    plain = open_sealed(op.store.keys.index, KIND_PACK_TRAILER, b"pack-trailer", tail[:-4], "pack trailer")
     return formats.decode(plain, formats.PackTrailer, "pack trailer"), op.store.keys.name_id(tail)
 
 

@@ -47,11 +47,13 @@ def build(op: Operation, sid: str, snap: formats.Snapshot, path: str, name: byte
             raise IntegrityError(f"blob {bid.hex()[:12]} of {path!r} is in no index: run 'freehold check'")
         by_pack.setdefault(loc.pack_id, []).append(loc.entry)
     packs: list[PackRecord] = []
-    for pid, entries in sorted(by_pack.items()):
+    for pid, entries in sorted(by_pack.items()):  # entries carry index ids, never references
         rec = op.index.pack(pid)
         packs.append(PackRecord(id=rec.id, len=rec.len, k=rec.k, n=rec.n, shares=rec.shares,
                                 blobs=sorted(entries, key=lambda e: e.o)))
     keys = op.store.keys
+    # Format 1: each shared blob's key is listed; 2.0: the references in the node and its trees are
+    # the keys already, and the list stays empty (design §23).
+    listed = {} if keys.version >= 2 else {b: keys.blob_key(b) for b in sorted(ids)}
     return formats.Shared(v=1, vault_id=op.config.vault_id, name=name, time=utc_stamp(), snapshot=sid,
-                          path=base, node=node, packs=packs, keys={b: keys.blob_key(b) for b in sorted(ids)},
-                          live=live, expires=expires)
+                          path=base, node=node, packs=packs, keys=listed, live=live, expires=expires)

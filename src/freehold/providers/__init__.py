@@ -20,4 +20,9 @@ def open_provider(url: str, *, jurisdiction: str = "", operator: str = "") -> Pr
         from .s3 import S3Provider  # imported lazily: boto3 is slow to import
 
         return S3Provider.from_url(url, jurisdiction=jurisdiction, operator=operator)
-    raise UsageError(f"unsupported provider URL {url!r} (use file:///abs/path or s3://bucket/prefix)")
+    if scheme == "ipfs":
+        from .ipfs import IpfsProvider
+
+        return IpfsProvider.from_url(url, jurisdiction=jurisdiction, operator=operator)
+    raise UsageError(f"unsupported provider URL {url!r} "
+                     "(use file:///abs/path, s3://bucket/prefix or ipfs://host:port/prefix)")

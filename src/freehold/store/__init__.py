@@ -24,12 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+
 from .. import erasure, formats
 from ..crypto import KIND_DELETION, KIND_INDEX, KIND_SNAPSHOT, VaultKeys
 from ..errors import FreeholdError, IntegrityError, ObjectNotFound, SnapshotNotFound
 from ..formats import SHARE_HEADER_LEN, PackRecord
 from ..providers.base import Provider
 from ..selection import source_names
+from . import writers
 from .blobs import BlobCodec
 from .cache import LocalCache
 from .clock import utc_stamp
@@ -78,6 +81,7 @@ class Store:
         self._config = config
         self._keys = keys
         self.codec = BlobCodec(keys)
+        self.index.locate = keys.locate
         good = {p.id for p in config.providers if not p.draining}
         self.index.good = good.__contains__
         # A full pack: pack_size, plus the largest blob that can top it up, plus its trailer, padded.
@@ -129,10 +133,11 @@ class Operation:
         self.config = store.config
         assert store.codec is not None and store.buffers is not None, "store not attached"
         self.replicas = store.replicas(session)
-        self.objects = SealedObjects(self.replicas, store.keys, store.cache)
+        self.objects = SealedObjects(self.replicas, store.keys, store.cache, writers.snapshot_opener(
+            store.keys, lambda: self.config.vault_id, lambda: writers.writer_pubs(self.config)))
         self.configs = ConfigStore(self.replicas, store.keys, store.cache)
         self.keystore = KeyStore(self.replicas)
-        self.locks = Locks(self.replicas, store.keys.metadata, self.maintenance_quorum())
+        self.locks = Locks(self.replicas, store.keys.index, self.maintenance_quorum())
         self._deletions_listed = False
         self.index = store.index
         self.codec = store.codec
@@ -167,10 +172,12 @@ class Operation:
             try:
                 _, plain = job.result()
                 idx = formats.decode(plain, formats.IndexFile, "index object")
+                # 2.0: who signed it decides whose deduplication may use it (design §23)
+                author = writers.index_author(self.store.keys, self.config, idx) if self.store.keys.version >= 2 else ""
             except FreeholdError as exc:
                 self._stray(name, listing.held[name], exc)
                 continue
-            self.index.add_file(name[len(INDEX_PREFIX):], idx)
+            self.index.add_file(name[len(INDEX_PREFIX):], idx, author)
 
     def _stray(self, name: str, holders: set[str], exc: FreeholdError) -> None:
         if isinstance(exc, IntegrityError):  # names the providers and why each copy was refused
@@ -188,13 +195,15 @@ class Operation:
         for step in itertools.count():
             idx = formats.IndexFile(v=formats.FORMAT_VERSION, packs=records,
                                     time=(now + timedelta(microseconds=step)).isoformat(timespec="microseconds"))
+            if self.store.keys.version >= 2:
+                idx = writers.sign_index(self.store.keys, self.config.vault_id, idx)
             plain = formats.encode(idx)
             name = self.store.keys.name_id(plain).hex()
             if name not in gone and name not in avoid:
                 break
         h = self.objects.write(INDEX_PREFIX, KIND_INDEX, plain,
                                quorum=self.packs.metadata_quorum() if quorum is None else quorum)
-        self.index.add_file(h, idx)
+        self.index.add_file(h, idx, idx.writer)
         return h
 
     def maintenance_quorum(self) -> int:
@@ -269,6 +278,13 @@ class Operation:
     # ------------------------------------------------------------------ snapshots
 
     def write_snapshot(self, snap: formats.Snapshot) -> str:
+        keys = self.store.keys
+        if keys.role == "writer":  # 2.0: sealed to the owner, signed by this writer (design §23)
+            plain = formats.encode(msgspec.structs.replace(snap, writer=keys.label))
+            name_hex = keys.name_id(plain).hex()
+            env = writers.seal_writer_snapshot(keys, self.config.vault_id, SNAPSHOT_PREFIX + name_hex, plain)
+            self.replicas.put_all(SNAPSHOT_PREFIX + name_hex, env, quorum=self.packs.metadata_quorum())
+            return name_hex
         return self.objects.write(SNAPSHOT_PREFIX, KIND_SNAPSHOT, formats.encode(snap),
                                   quorum=self.packs.metadata_quorum())
 

@@ -49,13 +49,30 @@ class Index:
         self.names: set[str] = set()        # hex names of the index objects loaded
         self.times: dict[str, str] = {}     # index object name -> its time ("" unknown)
         self.good: Callable[[str], bool] = lambda pid: True
+        # A reference (what trees hold) -> its index id: the identity in format 1 (design §23).
+        self.locate: Callable[[bytes], bytes] = _same
+        self._author: dict[bytes, str] = {}     # 2.0: pack id -> who signed the index object listing it
         self._lock = threading.Lock()
 
-    def __contains__(self, blob_id: bytes) -> bool:
-        return blob_id in self._blobs
+    def __contains__(self, ref: bytes) -> bool:
+        return self.locate(ref) in self._blobs
 
-    def lookup(self, blob_id: bytes) -> BlobLoc | None:
+    def lookup(self, ref: bytes) -> BlobLoc | None:
+        """Where the blob a tree reference names is read from."""
+        return self._blobs.get(self.locate(ref))
+
+    def lookup_id(self, blob_id: bytes) -> BlobLoc | None:
+        """Where the blob of an index id (a pack entry's ``id``) is read from."""
         return self._blobs.get(blob_id)
+
+    def trusted(self, ref: bytes, writers: frozenset[str]) -> bool:
+        """2.0's deduplication rule: a blob counts as stored for this writer only when a pack
+        signed by one of ``writers`` (the owner is "") holds it (design §23)."""
+        loc = self._blobs.get(self.locate(ref))
+        return loc is not None and self._author.get(loc.pack_id, "") in writers
+
+    def author(self, pack_id: bytes) -> str:
+        return self._author.get(pack_id, "")
 
     def pack(self, pack_id: bytes) -> PackRecord:
         return self._packs[pack_id]
@@ -79,21 +96,33 @@ class Index:
         with self._lock:
             return sum(loc.entry.s for loc in self._blobs.values())
 
-    def add_pack(self, rec: PackRecord, time: str = "", name: str = "") -> None:
+    def add_pack(self, rec: PackRecord, time: str = "", name: str = "", author: str = "") -> None:
         with self._lock:
             old = self._packs.get(rec.id)
             if old is not None:
-                rec = merge(old, self._times.get(rec.id, ""), rec, time, self.good)
+                was = self._author.get(rec.id, "")
+                if was != author and "" in (was, author):  # 2.0: the owner's record of a pack wins whole
+                    if author != "":
+                        if name:
+                            self._listed.setdefault(rec.id, set()).add(name)
+                        return
+                    old = None
+                else:
+                    rec = merge(old, self._times.get(rec.id, ""), rec, time, self.good)
             self._packs[rec.id] = rec
+            self._author[rec.id] = author
             self._times[rec.id] = max(time, self._times.get(rec.id, ""))
             if name:
                 self._listed.setdefault(rec.id, set()).add(name)
             for e in rec.blobs:
-                self._blobs.setdefault(e.id, BlobLoc(rec.id, e))
+                loc = self._blobs.get(e.id)
+                # A blob stored twice is read from the owner's pack rather than a writer's.
+                if loc is None or (author == "" and self._author.get(loc.pack_id, "") != ""):
+                    self._blobs[e.id] = BlobLoc(rec.id, e)
 
-    def add_file(self, name_hex: str, idx: formats.IndexFile) -> None:
+    def add_file(self, name_hex: str, idx: formats.IndexFile, author: str = "") -> None:
         for rec in idx.packs:
-            self.add_pack(rec, idx.time, name_hex)
+            self.add_pack(rec, idx.time, name_hex, author)
         self.names.add(name_hex)
         self.times[name_hex] = idx.time
 
@@ -104,5 +133,10 @@ class Index:
             self._packs.clear()
             self._times.clear()
             self._listed.clear()
+            self._author.clear()
             self.names.clear()
             self.times.clear()
+
+
+def _same(ref: bytes) -> bytes:
+    return ref

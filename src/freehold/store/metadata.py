@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..crypto import VaultKeys, open_sealed, seal
+from ..crypto import KIND_SNAPSHOT, VaultKeys, open_sealed, seal
 from ..errors import FreeholdError, IntegrityError
 from .cache import LocalCache
 from .replicas import Listing, ReplicaSet, Verified
@@ -33,17 +33,23 @@ class ReplicaFinding:
 
 
 class SealedObjects:
-    def __init__(self, replicas: ReplicaSet, keys: VaultKeys, cache: LocalCache) -> None:
+    def __init__(self, replicas: ReplicaSet, keys: VaultKeys, cache: LocalCache,
+                 foreign_snapshot: Callable[[str, bytes], bytes] | None = None) -> None:
         self.replicas = replicas
         self.keys = keys
         self.cache = cache
+        # 2.0: how the owner opens a writer's snapshot object (store.writers), given its name.
+        self.foreign_snapshot = foreign_snapshot
 
     def _verifier(self, name: str, kind: int, what: str) -> Callable[[bytes], bytes]:
         name_hex = name.rsplit("/", 1)[1]
         context = name.encode()
 
         def verify(env: bytes) -> bytes:
-            plain = open_sealed(self.keys.metadata, kind, context, env, what)
+            if kind == KIND_SNAPSHOT and self.foreign_snapshot is not None and env[:2] != b"FE":
+                plain = self.foreign_snapshot(name, env)
+            else:
+                plain = open_sealed(self.keys.sealing_key(kind), kind, context, env, what)
             if self.keys.name_id(plain).hex() != name_hex:
                 raise IntegrityError(f"{what} does not match its name")
             return plain
@@ -68,7 +74,7 @@ class SealedObjects:
     def write(self, prefix: str, kind: int, plain: bytes, *, quorum: int) -> str:
         name_hex = self.keys.name_id(plain).hex()
         name = prefix + name_hex
-        env = seal(self.keys.metadata, kind, name.encode(), plain)
+        env = seal(self.keys.sealing_key(kind), kind, name.encode(), plain)
         self.replicas.put_all(name, env, quorum=quorum)
         self.cache.put(prefix.rstrip("/"), name_hex, env)
         return name_hex

@@ -50,7 +50,7 @@ def padded_length(length: int) -> int:
 
 
 def trailer(keys: VaultKeys, entries: list[PackEntry]) -> bytes:
-    env = seal(keys.metadata, KIND_PACK_TRAILER, b"pack-trailer",
+    env = seal(keys.index, KIND_PACK_TRAILER, b"pack-trailer",
                formats.encode(formats.PackTrailer(v=formats.FORMAT_VERSION, blobs=entries)))
     return bytes(env) + formats.PACK_TRAILER_LEN.pack(len(env))
 

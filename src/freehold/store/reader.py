@@ -38,26 +38,31 @@ class BlobReader:
         self.race_pool = race_pool
         self.session = session
 
-    def _submit_groups(self, ids: Iterable[bytes]) -> list[tuple[PackRecord, list[PackEntry], Future[Any]]]:
-        """The coalesced ranged reads that fetch ``ids``, submitted to the pool, in order."""
+    def _submit_groups(self, ids: Iterable[bytes]
+                       ) -> tuple[list[tuple[PackRecord, list[PackEntry], Future[Any]]], dict[bytes, bytes] | None]:
+        """The coalesced ranged reads that fetch the blobs of references ``ids``, submitted to the
+        pool, in order; and index id -> reference (None in format 1, where they are equal)."""
         by_pack: dict[bytes, list[PackEntry]] = {}
+        refs: dict[bytes, bytes] = {}
         for bid in dict.fromkeys(ids):
             loc = self.index.lookup(bid)
             if loc is None:
                 raise IntegrityError(f"{describe(bid)} is in no index (vault damaged?)")
             by_pack.setdefault(loc.pack_id, []).append(loc.entry)
+            refs[loc.entry.id] = bid
+        mapping = None if all(k is v or k == v for k, v in refs.items()) else refs
         jobs = []
         for pack_id, entries in by_pack.items():
             rec = self.index.pack(pack_id)
             for group in _coalesce(rec, sorted(entries, key=lambda e: e.o)):
-                jobs.append((rec, group, self.pool.submit(self._fetch_group, rec, group)))
-        return jobs
+                jobs.append((rec, group, self.pool.submit(self._fetch_group, rec, group, mapping)))
+        return jobs, mapping
 
     def read_blobs(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
         """Fetch and verify blobs, grouped into coalesced ranged reads per pack stripe. The reads
         run on the pool; blobs are opened here, in the calling thread, as each read completes
         (short CPU steps spread over many threads only add GIL hand-offs)."""
-        jobs = self._submit_groups(ids)
+        jobs, refs = self._submit_groups(ids)
         out: dict[bytes, bytes] = {}
         for rec, group, job in jobs:
             got = job.result()
@@ -66,18 +71,19 @@ class BlobReader:
                 continue
             start = group[0].o
             try:
-                out.update(self.codec.open_group(group, got, start))
+                out.update(self.codec.open_group(group, got, start, refs))
             except IntegrityError as exc:
                 log.info("pack %s: data shares do not verify (%s); decoding from other shares",
                          rec.id.hex()[:12], exc)
-                out.update(self._read_group_degraded(rec, group, start, max(e.o + e.l for e in group)))
+                out.update(self._read_group_degraded(rec, group, start, max(e.o + e.l for e in group), refs))
         return out
 
     def read_sealed(self, ids: Iterable[bytes]) -> dict[bytes, tuple[bool, bytes | memoryview]]:
         """Blobs as their sealed envelopes, authenticated (AES-GCM) but not decoded: {id: (True,
         envelope)}, for copying a blob into another pack as it is (prune). A group the fast path
-        cannot serve is decoded from other shares and comes back opened: {id: (False, plaintext)}."""
-        jobs = self._submit_groups(ids)
+        cannot serve is decoded from other shares and comes back opened: {id: (False, plaintext)}.
+        Keyed by reference, as asked."""
+        jobs, refs = self._submit_groups(ids)
         out: dict[bytes, tuple[bool, bytes | memoryview]] = {}
         for rec, group, job in jobs:
             got = job.result()
@@ -86,11 +92,12 @@ class BlobReader:
                 try:
                     for e in group:
                         env = view[e.o - start: e.o + e.l - start]
-                        self.codec.authenticate(e.id, e.t, env)
-                        out[e.id] = (True, env)
+                        ref = e.id if refs is None else refs[e.id]
+                        self.codec.authenticate(ref, e.t, env)
+                        out[ref] = (True, env)
                     continue
                 except IntegrityError:
-                    got = self._read_group_degraded(rec, group, start, max(e.o + e.l for e in group))
+                    got = self._read_group_degraded(rec, group, start, max(e.o + e.l for e in group), refs)
             out.update({bid: (False, plain) for bid, plain in got.items()})
         return out
 
@@ -101,7 +108,8 @@ class BlobReader:
         share = rec.shares[i]
         return None if share is None else self.providers.get(share.p)
 
-    def _fetch_group(self, rec: PackRecord, group: list[PackEntry]) -> bytes | dict[bytes, bytes]:
+    def _fetch_group(self, rec: PackRecord, group: list[PackEntry], refs: dict[bytes, bytes] | None = None
+                     ) -> bytes | dict[bytes, bytes]:
         """The group's pack bytes from the data shares (the fast path; the caller opens them), or,
         if that fails or has not answered within ``hedge_after``, the group's blobs already opened
         from the degraded path (all shares, first k that verify), whichever comes first."""
@@ -110,7 +118,7 @@ class BlobReader:
         stripe = erasure.stripe_size(rec.len, rec.k)
         holders = {s.p for j, _, _ in _segments(start, end, stripe) if (s := rec.shares[j]) is not None}
         if holders & self.session.slow:  # known slow in this operation: do not wait on it again
-            return self._read_group_degraded(rec, group, start, end)
+            return self._read_group_degraded(rec, group, start, end, refs)
         fast_job = self.fetch_pool.submit(self.read_range_fast, rec, start, end)
         try:
             return fast_job.result(timeout=self.session.hedge_after)
@@ -119,9 +127,9 @@ class BlobReader:
             self.session.mark_slow(holders)
         except FreeholdError as exc:
             log.info("fast read of pack %s failed (%s); decoding from other shares", rec.id.hex()[:12], exc)
-            return self._read_group_degraded(rec, group, start, end)
+            return self._read_group_degraded(rec, group, start, end, refs)
         slow_job: Future[bytes | dict[bytes, bytes]] = self.race_pool.submit(
-            self._read_group_degraded, rec, group, start, end)
+            self._read_group_degraded, rec, group, start, end, refs)
         pending: set[Future[bytes | dict[bytes, bytes]]] = {fast_job, slow_job}
         last: BaseException | None = None
         while pending:
@@ -150,7 +158,7 @@ class BlobReader:
         return b"".join(parts)
 
     def _read_group_degraded(self, rec: PackRecord, group: list[PackEntry], start: int,
-                             end: int) -> dict[bytes, bytes]:
+                             end: int, refs: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
         stripe = erasure.stripe_size(rec.len, rec.k)
         segs = _segments(start, end, stripe)
         lo = min(a for _, a, _ in segs)
@@ -189,12 +197,12 @@ class BlobReader:
                 stripes = erasure.decode_columns([*others, avail[-1]], rec.k, rec.n)
                 data = b"".join(stripes[j][a - lo: b - lo] for j, a, b in segs)
                 try:
-                    return self.codec.open_group(group, data, start)
+                    return self.codec.open_group(group, data, start, refs)
                 except IntegrityError as exc:
                     last = exc
         if skipped:  # the quick providers were not enough: ask the slow ones too
             slow.clear()
-            return self._read_group_degraded(rec, group, start, end)
+            return self._read_group_degraded(rec, group, start, end, refs)
         if len(avail) < rec.k:
             raise NotEnoughShares(f"pack {rec.id.hex()[:12]}: only {len(avail)} of the {rec.k} "
                                   "shares needed are readable")
