@@ -63,6 +63,7 @@ from .store.metadata import SNAPSHOT_PREFIX
 from .store.replicas import Listing
 from .store.writers import write_writer_config
 from .vault_integrity import IntegrityDoor
+from .vault_publishing import PublishingDoor
 from .vault_sharing import SharingDoor
 from .vault_upkeep import UpkeepDoor
 from .vault_writer import WriterVault
@@ -77,7 +78,7 @@ def default_home() -> Path:
     return Path(os.environ.get("FREEHOLD_HOME") or Path.home() / ".freehold")
 
 
-class Vault(IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor):
+class Vault(IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor, PublishingDoor):
     def __init__(self, home: Path, store: Store, master: bytes | None, key_id: str | None,
                  on_disk: state.LocalState | None, hedge_after: float = 2.0,
                  opened: ConfigRead | None = None) -> None:

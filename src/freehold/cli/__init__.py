@@ -21,7 +21,7 @@ from ..console import (
     tune_malloc,
 )
 from ..errors import FreeholdError
-from . import admin, care, data, sharing  # noqa: F401  (importing them registers their commands)
+from . import admin, care, data, publishing, sharing  # noqa: F401  (importing them registers their commands)
 from .common import JsonOpt, app, report
 
 __all__ = ["app", "main"]

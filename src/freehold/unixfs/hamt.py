@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import mmh3
+
 from .blocks import Block
 from .cids import DAG_PB, block_cid
 from .dagpb import HAMT_SHARD, Link, UnixFSData, encode_node, encode_unixfs
@@ -27,55 +29,12 @@ from .dagpb import HAMT_SHARD, Link, UnixFSData, encode_node, encode_unixfs
 __all__ = ["MURMUR3_X64_64", "Bucket", "murmur3_x64_128", "shard_bitfield"]
 
 MURMUR3_X64_64 = 0x22
-_M = (1 << 64) - 1
-_C1, _C2 = 0x87C37B91114253D5, 0x4CF5AD432745937F
-
-
-def _rotl(x: int, r: int) -> int:
-    return ((x << r) | (x >> (64 - r))) & _M
-
-
-def _fmix(k: int) -> int:
-    k ^= k >> 33
-    k = (k * 0xFF51AFD7ED558CCD) & _M
-    k ^= k >> 33
-    k = (k * 0xC4CEB9FE1A85EC53) & _M
-    return k ^ (k >> 33)
-
-
-def _mix_k1(k1: int) -> int:
-    return (_rotl((k1 * _C1) & _M, 31) * _C2) & _M
-
-
-def _mix_k2(k2: int) -> int:
-    return (_rotl((k2 * _C2) & _M, 33) * _C1) & _M
 
 
 def murmur3_x64_128(key: bytes, seed: int = 0) -> tuple[int, int]:
-    """MurmurHash3_x64_128 (Austin Appleby's reference): the two 64-bit halves (h1, h2)."""
-    h1 = h2 = seed & _M
-    n = len(key)
-    nblocks = n // 16
-    for i in range(nblocks):
-        k1 = int.from_bytes(key[16 * i:16 * i + 8], "little")
-        k2 = int.from_bytes(key[16 * i + 8:16 * i + 16], "little")
-        h1 ^= _mix_k1(k1)
-        h1 = (((_rotl(h1, 27) + h2) & _M) * 5 + 0x52DCE729) & _M
-        h2 ^= _mix_k2(k2)
-        h2 = (((_rotl(h2, 31) + h1) & _M) * 5 + 0x38495AB5) & _M
-    tail = key[16 * nblocks:]
-    if len(tail) > 8:
-        h2 ^= _mix_k2(int.from_bytes(tail[8:], "little"))
-    if tail:
-        h1 ^= _mix_k1(int.from_bytes(tail[:8], "little"))
-    h1 ^= n
-    h2 ^= n
-    h1 = (h1 + h2) & _M
-    h2 = (h2 + h1) & _M
-    h1, h2 = _fmix(h1), _fmix(h2)
-    h1 = (h1 + h2) & _M
-    h2 = (h2 + h1) & _M
-    return h1, h2
+    """MurmurHash3_x64_128 (Austin Appleby's reference, by the ``mmh3`` C extension): the two
+    64-bit halves (h1, h2), unsigned."""
+    return mmh3.hash64(key, seed=seed, x64arch=True, signed=False)  # type: ignore[no-any-return]
 
 
 class _HashBits:

@@ -1,0 +1,336 @@
+"""Publishing on IPFS (format 1.4 Part A.2): ``freehold publish``, ``published`` and ``gateway``.
+
+The CIDs and CAR files are checked byte for byte against the IPFS reference importer (npm's
+``ipfs-unixfs-importer``, :mod:`freehold.testing.jsref`) on the same input; the gateway is
+checked to serve every block of what was published, verified against its CID, to keep serving
+it when a provider is gone, and to refuse a record whose CID the vault's content does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from freehold import formats
+from freehold.gateway import Gateway
+from freehold.keys import KdfParams
+from freehold.store import grants, utc_stamp
+from freehold.testing import jsref
+from freehold.testing.seaweed import SeaweedServer
+from freehold.unixfs import PROFILES, cid_str, import_file, parse_cid, read_car, verify_block
+from freehold.unixfs.cids import RAW, split_cid
+from freehold.unixfs.dagpb import HAMT_SHARD, decode_node, decode_unixfs
+from freehold.vault import ProviderSpec, Vault
+
+from .conftest import PASS, Env, make_env, needs_weed
+
+pytestmark = pytest.mark.skipif(not jsref.tools_available(),
+                                reason="node and npm are needed for the reference importer")
+
+V1, V0 = "unixfs-v1-2025", "unixfs-v0-2015"
+BIG = 3 * 1024 * 1024 + 12_345
+
+
+def _inputs(root: Path) -> dict[str, Path]:
+    root.mkdir(parents=True)
+    small = root / "note.txt"
+    small.write_bytes(b"hello world\n")                       # 12 bytes
+    big = root / "big.bin"
+    big.write_bytes(os.urandom(BIG))
+    tree = root / "Bücher"
+    (tree / "日本" / "データ").mkdir(parents=True)
+    (tree / "leer").mkdir()
+    (tree / "Zürich–visit ✓.txt").write_text("non-ASCII names " * 100)
+    (tree / "日本" / "データ" / "scan.bin").write_bytes(os.urandom(1_300_000))
+    (tree / "日本" / "empty").write_bytes(b"")
+    (tree / "a.txt").write_bytes(b"a" * 5000)
+    return {"small": small, "big": big, "dir": tree}
+
+
+@dataclass
+class Published:
+    env: Env
+    inputs: dict[str, Path]
+    results: dict[tuple[str, str], dict[str, Any]]     # (input, profile) -> publish --json
+    cars: dict[tuple[str, str], Path]
+    refs: dict[tuple[str, str], dict[str, Any]]        # the reference's result, with its CAR
+
+
+@pytest.fixture(scope="module")
+def pub(tmp_path_factory: pytest.TempPathFactory) -> Published:
+    root = tmp_path_factory.mktemp("publish")
+    env = make_env(root / "vault")
+    env.init().close()
+    inputs = _inputs(root / "in")
+    results, cars, refs = {}, {}, {}
+    for name, path in inputs.items():
+        for profile in (V1, V0):
+            car = root / f"{name}-{profile}.car"
+            proc = env.cli("publish", str(path), "--profile", profile, "--car", str(car), "--json")
+            results[name, profile] = json.loads(proc.stdout)
+            cars[name, profile] = car
+            refs[name, profile] = jsref.reference_import(path, profile, car_out=root / f"{name}-{profile}.ref.car")
+    return Published(env, inputs, results, cars, refs)
+
+
+CASES = [(name, profile) for name in ("small", "big", "dir") for profile in (V1, V0)]
+
+
+@pytest.mark.parametrize(("name", "profile"), CASES)
+def test_cid_and_car_are_the_reference_importers(pub: Published, name: str, profile: str) -> None:
+    res, ref = pub.results[name, profile], pub.refs[name, profile]
+    assert res["cid"] == ref["root"]
+    assert res["uri"] == f"ipfs://{ref['root']}"
+    assert res["profile"] == profile and res["backed_up"] is True
+    assert res["kind"] == ("dir" if name == "dir" else "file")
+    assert pub.cars[name, profile].read_bytes() == ref["car"].read_bytes()
+    assert res["car_bytes"] == pub.cars[name, profile].stat().st_size
+
+
+def test_a_folder_big_enough_to_be_a_hamt_shard(pub: Published, tmp_path: Path) -> None:
+    """1300 entries with 200-byte names: over the 256 KiB threshold of both profiles, so the
+    root is a HAMT shard."""
+    big = tmp_path / "many"
+    big.mkdir()
+    for i in range(1300):
+        (big / f"{i:05d}-{'long name ' * 19}.txt").write_text(str(i))
+    for profile in (V1, V0):
+        car = tmp_path / f"many-{profile}.car"
+        res = json.loads(pub.env.cli("publish", str(big), "--profile", profile, "--car", str(car), "--json").stdout)
+        ref = jsref.reference_import(big, profile, car_out=tmp_path / f"ref-{profile}.car")
+        assert res["cid"] == ref["root"]
+        assert car.read_bytes() == ref["car"].read_bytes()
+        msg = decode_unixfs(decode_node(dict(read_car(car.read_bytes())[1])[parse_cid(res["cid"])])[0])
+        assert msg.type == HAMT_SHARD
+
+
+def test_text_output_prints_the_cid_and_uri(pub: Published) -> None:
+    proc = pub.env.cli("publish", str(pub.inputs["small"]))
+    cid = pub.refs["small", V1]["root"]
+    assert proc.stdout.splitlines() == [cid, f"ipfs://{cid}"]
+
+
+def test_published_lists_every_record(pub: Published) -> None:
+    listed = json.loads(pub.env.cli("published", "--json").stdout)
+    by_id = {r["id"]: r for r in listed}
+    for (name, profile), res in pub.results.items():
+        rec = by_id[res["id"]]
+        assert (rec["cid"], rec["profile"], rec["snapshot"], rec["path"], rec["kind"]) == (
+            res["cid"], profile, res["snapshot"], res["path"], res["kind"])
+        assert rec["size"] == (BIG if name == "big" else res["size"])
+    assert pub.results["big", V1]["size"] == BIG
+    snaps = json.loads(pub.env.cli("snapshots", "--json").stdout)
+    assert all("published" in s["tags"] for s in snaps)
+
+
+def test_snapshot_path_publishes_what_the_local_path_published(pub: Published) -> None:
+    for name, profile in [("big", V1), ("dir", V0)]:
+        res = pub.results[name, profile]
+        for spec in (f"{res['snapshot']}:{res['path']}", f"{res['snapshot'][:8]}:{pub.inputs[name]}"):
+            again = json.loads(pub.env.cli("publish", spec, "--profile", profile, "--json").stdout)
+            assert again["cid"] == res["cid"] and again["backed_up"] is False
+            assert again["snapshot"] == res["snapshot"]
+
+
+def test_nft_metadata_names_the_asset_and_has_the_reference_cid(pub: Published, tmp_path: Path) -> None:
+    car = tmp_path / "nft.car"
+    res = json.loads(pub.env.cli("publish", str(pub.inputs["big"]), "--nft", "--name", "Mona Lisa ✓",
+                                 "--description", 'a "quoted"\nline', "--car", str(car), "--json").stdout)
+    meta = json.loads(res["nft_json"])
+    assert list(meta) == ["name", "description", "image"]
+    assert meta == {"name": "Mona Lisa ✓", "description": 'a "quoted"\nline', "image": f"ipfs://{res['cid']}"}
+    assert res["cid"] == pub.refs["big", V1]["root"]
+    raw = res["nft_json"].encode("utf-8")
+    assert not raw.endswith(b"\n")
+    (tmp_path / "meta.json").write_bytes(raw)
+    assert res["nft_cid"] == jsref.reference_import(tmp_path / "meta.json", V1)["root"]
+    roots, blocks = read_car(car.read_bytes())
+    got = dict(blocks)
+    assert roots == [parse_cid(res["cid"]), parse_cid(res["nft_cid"])]
+    assert got[parse_cid(res["nft_cid"])] == raw
+    assert _export(got, parse_cid(res["cid"])) == pub.inputs["big"].read_bytes()
+    default = json.loads(pub.env.cli("publish", str(pub.inputs["small"]), "--nft", "--json").stdout)
+    assert json.loads(default["nft_json"])["name"] == "note.txt"
+    listed = {r["id"]: r for r in json.loads(pub.env.cli("published", "--json").stdout)}
+    assert listed[res["id"]]["nft_cid"] == res["nft_cid"] and listed[res["id"]]["name"] == "Mona Lisa ✓"
+
+
+def test_errors_are_clear(pub: Published, tmp_path: Path) -> None:
+    env, small = pub.env, str(pub.inputs["small"])
+    existing = tmp_path / "there.car"
+    existing.write_bytes(b"keep me")
+    cases = [
+        (["publish", small, "--profile", "unixfs-v2"], 2, "unknown profile 'unixfs-v2'"),
+        (["publish", small, "--name", "x"], 2, "add --nft"),
+        (["publish", str(tmp_path / "nope.txt")], 2, "no such file or folder"),
+        (["publish", "latest:no/such/file"], 2, "is not in snapshot"),
+        (["publish", "ffffffffff:note.txt"], 5, "no snapshot 'ffffffffff'"),
+        (["publish", small, "--car", str(existing)], 2, "exists"),
+    ]
+    before = len(json.loads(env.cli("published", "--json").stdout))
+    for args, code, text in cases:
+        proc = env.cli(*args, check=False)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert text in proc.stderr and proc.stderr.startswith("freehold: error:"), (args, proc.stderr)
+    assert existing.read_bytes() == b"keep me"
+    assert len(json.loads(env.cli("published", "--json").stdout)) == before
+    os.symlink(small, tmp_path / "link")
+    proc = env.cli("publish", str(tmp_path / "link"), check=False)
+    assert proc.returncode == 2 and "symlinks are refused" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------- the gateway
+
+
+def _get(gw: Gateway, cid: str, fmt: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"{gw.url}/ipfs/{cid}?format={fmt}",
+                                 headers={"Authorization": f"Bearer {gw.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _export(blocks: dict[bytes, bytes], cid: bytes) -> bytes:
+    """A UnixFS file's bytes from its blocks (raw leaves, or File nodes with data and links)."""
+    if split_cid(cid)[1] == RAW:
+        return blocks[cid]
+    data, links = decode_node(blocks[cid])
+    msg = decode_unixfs(data)
+    return (msg.data or b"") + b"".join(_export(blocks, link.cid) for link in links)
+
+
+def _serves_file(gw: Gateway, cid: str, content: bytes) -> int:
+    """Every block of the file's DAG fetched raw and verified; its CAR re-read reproduces it."""
+    status, body = _get(gw, cid, "car")
+    assert status == 200, body
+    roots, blocks = read_car(body)            # each block verified against its CID as it is read
+    got = dict(blocks)
+    assert roots == [parse_cid(cid)]
+    assert _export(got, parse_cid(cid)) == content
+    for block_cid, data in got.items():
+        status, raw = _get(gw, cid_str(block_cid), "raw")
+        assert status == 200 and raw == data
+        verify_block(block_cid, raw)
+    return len(got)
+
+
+def test_gateway_serves_every_block_of_what_was_published(pub: Published) -> None:
+    with pub.env.open() as v, Gateway(v.published_blocks(), port=0) as gw:
+        for profile in (V1, V0):
+            n = _serves_file(gw, pub.results["big", profile]["cid"], pub.inputs["big"].read_bytes())
+            assert n == pub.refs["big", profile]["blocks"]
+            assert _serves_file(gw, pub.results["small", profile]["cid"], b"hello world\n") == 1
+            status, body = _get(gw, pub.results["dir", profile]["cid"], "car")
+            _, blocks = read_car(body)
+            assert status == 200 and len(dict(blocks)) == pub.refs["dir", profile]["blocks"]
+        source = gw.source
+        assert not source.warnings                           # type: ignore[attr-defined]
+        # leaves are not kept: what is in memory is the interior blocks only
+        assert sum(map(len, source._inner.values())) < 20_000  # type: ignore[attr-defined]
+        status, _ = _get(gw, "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e", "raw")
+        assert status == 404
+
+
+def _forge(v: Vault, **fields: Any) -> str:
+    """A publishing record written as the vault writes them (sealed with its metadata key)."""
+    rec = formats.Published(v=1, time=utc_stamp(), **fields)
+    op = v._op()
+    return grants.write_published(op.replicas, v._store.keys.metadata, rec, op.packs.metadata_quorum())
+
+
+def _gateway_cli(env: Env, *args: str) -> tuple[subprocess.Popen[str], str, str, list[str]]:
+    """``freehold gateway`` as a process: (process, URL, token, stderr lines up to 'Serving')."""
+    proc = subprocess.Popen([sys.executable, "-m", "freehold.cli", "gateway", "--port", "0", *args],
+                            env=env.cli_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Ctrl-C"):
+            break
+    url = next(w for line in lines for w in line.split() if w.startswith("http://127.0.0.1:"))
+    token = next((line.split(": ", 1)[1] for line in lines if line.startswith("Token")), "")
+    return proc, url, token, lines
+
+
+def test_content_outlives_a_provider_and_forged_records_are_refused(tmp_path: Path) -> None:
+    env = make_env(tmp_path / "v")
+    env.init().close()
+    src = tmp_path / "photo.bin"
+    src.write_bytes(os.urandom(1_700_000))
+    res = json.loads(env.cli("publish", str(src), "--json").stdout)
+    forged_cid = next(iter(import_file([b"not what the vault holds"], PROFILES[V1]))).cid
+    with env.open() as v:
+        good = _forge(v, cid=parse_cid(res["cid"]), profile=V1, snapshot=res["snapshot"], path=res["path"],
+                      kind="file", size=src.stat().st_size)
+        bad = _forge(v, cid=forged_cid, profile=V1, snapshot=res["snapshot"], path=res["path"], kind="file")
+    shutil.rmtree(env.providers[0])                          # one provider of five gone entirely
+    with env.open() as v:
+        source = v.published_blocks()
+        with Gateway(source, port=0) as gw:
+            assert _serves_file(gw, res["cid"], src.read_bytes()) == 3
+            status, _ = _get(gw, cid_str(forged_cid), "raw")
+            assert status == 404
+        assert sorted(source.served) == sorted([res["id"], good]) and source.refused == [bad]
+        assert any(bad[:12] in w and "not served" in w for w in source.warnings), source.warnings
+    proc, url, token, lines = _gateway_cli(env)
+    try:
+        assert any("not served" in line and bad[:12] in line for line in lines), lines
+        assert any(line.startswith("Serving 2 published record(s) (1 refused") for line in lines), lines
+        req = urllib.request.Request(f"{url}/ipfs/{res['cid']}?format=raw",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            root = resp.read()
+        verify_block(parse_cid(res["cid"]), root)
+        with pytest.raises(urllib.error.HTTPError) as no_token:
+            urllib.request.urlopen(f"{url}/ipfs/{res['cid']}?format=raw", timeout=30)
+        assert no_token.value.code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    public = subprocess.Popen([sys.executable, "-m", "freehold.cli", "gateway", "--port", "0", "--public", "--json"],
+                              env=env.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert public.stdout is not None
+        ready = json.loads(public.stdout.readline())
+        assert ready["token"] is None and sorted(ready["served"]) == sorted([res["id"], good])
+        assert ready["refused"] == [bad]
+        with urllib.request.urlopen(f"{ready['url']}/ipfs/{res['cid']}?format=raw", timeout=30) as resp:
+            verify_block(parse_cid(res["cid"]), resp.read())
+    finally:
+        public.terminate()
+        public.wait(10)
+
+
+@needs_weed
+def test_publish_and_fetch_over_s3(tmp_path: Path, s3_env: SeaweedServer) -> None:
+    buckets = [f"pub-{i}-{os.urandom(3).hex()}" for i in range(3)]
+    for b in buckets:
+        s3_env.create_bucket(b)
+    fast = {"connect_timeout": 1, "read_timeout": 5, "attempts": 2}
+    specs = [ProviderSpec(s3_env.url(b, "vault", **fast)) for b in buckets]
+    env = Env(tmp_path, tmp_path / "home", [], 2, 3)
+    Vault.init(specs, 2, 3, PASS, home=env.home, kdf=KdfParams.weak(64)).close()
+    src = tmp_path / "paper.pdf"
+    src.write_bytes(os.urandom(2_500_000))
+    res = json.loads(env.cli("publish", str(src), "--json").stdout)
+    assert res["cid"] == jsref.reference_import(src, V1)["root"]
+    with env.open() as v, Gateway(v.published_blocks(), port=0) as gw:
+        assert _serves_file(gw, res["cid"], src.read_bytes()) == 4
