@@ -18,7 +18,8 @@ The convention README.md follows (keep it when editing the README):
   directory. FREEHOLD_HOME and FREEHOLD_PASSPHRASE are set (the README's exports override them),
   and FREEHOLD_KDF_MEMORY_KIB keeps Argon2id cheap.
 - Placeholders the test fills in: ``KEY_ID``, the newest key object that does not open the vault
-  with the current passphrase (from ``freehold keys list --json``).
+  with the current passphrase (from ``freehold keys list --json``); ``GRANT_ID``, the newest grant
+  (from ``freehold shares list --json``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ class Machine:
             text = re.sub(rf"(?<![\w.]){re.escape(prefix)}", f"{self.root}{prefix}", text)
         if "KEY_ID" in text:
             text = text.replace("KEY_ID", self.spare_key())
+        if "GRANT_ID" in text:
+            grants = json.loads(self.run_raw("freehold shares list --json").stdout)
+            assert grants, "GRANT_ID: no grant made yet"
+            text = text.replace("GRANT_ID", str(max(grants, key=lambda g: g["created"])["id"]))
         return text
 
     def spare_key(self) -> str:
