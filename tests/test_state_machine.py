@@ -234,6 +234,7 @@ class FreeholdMachine(RuleBasedStateMachine):
     N: ClassVar[int] = 5
     S3: ClassVar[Any] = None            # a SeaweedServer for the S3 variant
     KILLS: ClassVar[bool] = True
+    STRUCTURE: ClassVar[int] = 1        # 2: a format-2 vault (references, signed index objects)
     counter: ClassVar[dict[str, int]] = {"steps": 0, "examples": 0}
     stats: ClassVar[Counter[str]] = Counter()
 
@@ -261,7 +262,7 @@ class FreeholdMachine(RuleBasedStateMachine):
         from freehold.keys import KdfParams
 
         v = Vault.init([ProviderSpec(u) for u in urls], self.K, self.N, PASS, home=self.env.home,
-                       kdf=KdfParams.weak(64))
+                       kdf=KdfParams.weak(64), structure=self.STRUCTURE)
         v.close()
 
     def teardown(self) -> None:
@@ -762,6 +763,10 @@ class Machine25(FreeholdMachine):
     K, N = 2, 4
 
 
+class MachineFormat2(FreeholdMachine):
+    STRUCTURE = 2
+
+
 def _run(machine: type[FreeholdMachine], examples: int, steps: int) -> None:
     start = time.perf_counter()
     machine.counter.update(steps=0, examples=0)
@@ -785,6 +790,10 @@ def test_machine_2_of_4_ci() -> None:
     _run(Machine25, 6, 20)
 
 
+def test_machine_format_2_ci() -> None:
+    _run(MachineFormat2, 8, 20)
+
+
 def _deep_only(request: pytest.FixtureRequest) -> None:
     if "deep" not in (request.config.getoption("-m") or ""):
         pytest.skip("deep run: select it with -m deep (FREEHOLD_DEEP_STEPS sets the total steps)")
@@ -794,7 +803,8 @@ DEEP_STEPS = int(os.environ.get("FREEHOLD_DEEP_STEPS", "10000"))
 
 
 @pytest.mark.deep
-@pytest.mark.parametrize("machine", [FreeholdMachine, Machine25], ids=["3-of-5", "2-of-4"])
+@pytest.mark.parametrize("machine", [FreeholdMachine, Machine25, MachineFormat2],
+                         ids=["3-of-5", "2-of-4", "format-2"])
 def test_machine_deep(machine: type[FreeholdMachine], request: pytest.FixtureRequest) -> None:
     _deep_only(request)
     steps = 50
