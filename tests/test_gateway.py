@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -519,7 +520,9 @@ def jsclient() -> object:
     try:
         return JSClient.install()
     except JSClientUnavailable as exc:
-        pytest.skip(f"no real IPFS client here: {exc}")
+        if shutil.which("npm") is None:  # only a machine without npm skips; a failed install fails
+            pytest.skip(f"no real IPFS client here: {exc}")
+        raise
 
 
 def test_real_clients_fetch_and_verify(gw: Gateway, pub: Published, jsclient: object, tmp_path: Path) -> None:

@@ -297,3 +297,17 @@ def test_grant_object_names_and_records_hold_no_secret(shared_env: tuple[Env, Pa
             data = path.read_bytes()
             assert b"health" not in data and b"dr-who" not in data and pub.encode() not in data
     assert grant_objects.SHARED_PREFIX == "shared/"
+
+
+def test_share_with_a_provider_down_needs_degraded(shared_env: tuple[Env, Path], tmp_path: Path) -> None:
+    import shutil
+
+    env, src = shared_env
+    ident, pub = _identity(tmp_path)
+    shutil.rmtree(env.providers[4])
+    env.providers[4].write_text("not a directory any more")   # the disk is gone
+    r = env.cli("share", str(src / "health"), "--to", pub, "--out", str(tmp_path / "a.cap"), check=False)
+    assert r.returncode != 0 and not (tmp_path / "a.cap").exists()
+    env.cli("share", str(src / "health"), "--to", pub, "--out", str(tmp_path / "b.cap"), "--degraded")
+    with SharedVault.open((tmp_path / "b.cap").read_text(), ident) as sv:
+        assert "health/diagnosis-2026.txt" in [p for p, _ in sv.ls()]

@@ -272,3 +272,15 @@ def test_write_only_keys_need_format_2_and_a_good_passphrase(env: Env, tmp_path:
     with pytest.raises(WrongPassphrase):
         Vault.setup_writer(blob, "not it", tmp_path / "m")
     assert not (tmp_path / "m" / "vault.json").exists()
+
+
+def test_snapshots_json_names_the_writer(world) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    env, _own, nas, _key_file, nas_home = world
+    w = Vault.open(NAS_PASS, home=nas_home)
+    sid, _, _ = w.backup([str(nas)])
+    w.close()
+    listed = {s["id"]: s for s in json.loads(env.cli("snapshots", "--json").stdout)}
+    assert listed[sid]["writer"] == "nas"
+    assert all(s["writer"] is None for i, s in listed.items() if i != sid)

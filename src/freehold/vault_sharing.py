@@ -41,12 +41,13 @@ def _expired(g: formats.Grant, now: str) -> bool:
 class SharingDoor(DoorParts):
 
     def share(self, path: str, to: list[str], *, snapshot: str = "latest", live: bool = False,
-              expires: str | None = None, label: str = "") -> ShareResult:
+              expires: str | None = None, label: str = "", degraded: bool = False) -> ShareResult:
         """Grant read access to one file or folder of a snapshot (``live``: of every later
-        snapshot holding it, until revoked) to the holders of the given public keys."""
+        snapshot holding it, until revoked) to the holders of the given public keys.
+        ``degraded``: the grant's objects need only k+1 providers to take them (as a backup's)."""
         recipients, names = caps.recipients(to)
         until = expiry(expires)
-        op = self._op()
+        op = self._op(degraded)
         sid, snap = op.resolve_snapshot(snapshot)
         op.load_index()
         name, key = grants.new_name(), secrets.token_bytes(32)

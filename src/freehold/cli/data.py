@@ -174,7 +174,7 @@ def snapshots(passphrase_file: PassFileOpt = None, as_json: JsonOpt = False) -> 
     if as_json:
         emit([{"id": sid, "time": s.time, "host": s.host, "paths": s.paths, "size": s.size,
                 "files": s.files, "tags": s.tags, "incomplete": bool(s.skipped), "skipped": s.skipped,
-                "torn": s.torn, "excluded": s.excluded} for sid, s in snaps])
+                "torn": s.torn, "excluded": s.excluded, "writer": s.writer or None} for sid, s in snaps])
         return
     table(["id", "time", "paths", "size", "files", "notes"],
           [[sid[:12], local_time(s.time), ", ".join(s.paths), size(s.size), str(s.files), snapshot_notes(s)]

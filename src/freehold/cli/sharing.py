@@ -32,6 +32,8 @@ def share(
     expires: Annotated[str | None, typer.Option("--expires", help="End the grant after this long "
                                                                   "(30d, 12h, 1y).")] = None,
     label: Annotated[str, typer.Option("--label", help="A note for 'shares list'.")] = "",
+    degraded: Annotated[bool, typer.Option("--degraded", help="Proceed when some providers are down, if at "
+                                                               "least k+1 take the grant.")] = False,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -39,7 +41,7 @@ def share(
     if str(out_file) != "-" and (out_file.exists() or out_file.is_symlink()):
         raise UsageError(f"{out_file} exists: choose another --out (a capability is never overwritten)")
     with open_vault(passphrase_file) as v:
-        res = v.share(path, to, snapshot=snapshot, live=live, expires=expires, label=label)
+        res = v.share(path, to, snapshot=snapshot, live=live, expires=expires, label=label, degraded=degraded)
     if str(out_file) == "-":
         sys.stdout.write(res.capability)
         sys.stdout.flush()
