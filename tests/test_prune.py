@@ -62,7 +62,11 @@ def test_forget_half_then_prune_reclaims_and_keeps_the_rest(env: Env, tmp_path: 
     # storage is within reach of what the live snapshots need (n/k overhead plus padding)
     with env.open() as v:
         s = v.stats()
+        again = v.prune()
     assert s["overhead_ratio"] < 5 / 3 * 1.25, s
+    # a prune right after a prune has nothing to do: padding and trailers are not "unused"
+    # (they were, and small packs were repacked on every run, found by the stored 1.3 vault)
+    assert again.repacked == again.dropped == again.new_packs == 0, again
 
 
 def test_prune_dry_run_changes_nothing(env: Env, tmp_path: Path) -> None:
@@ -335,3 +339,20 @@ def test_an_index_rewritten_with_the_same_records_in_the_same_instant_is_not_ret
         for i, sid in enumerate(ids):
             v.restore(sid, tmp_path / f"out{i}")
             same_tree(src, tmp_path / f"out{i}" / "src")
+
+
+def test_small_packs_are_not_repacked_again_and_again(env: Env, tmp_path: Path) -> None:
+    """A small backup's packs are mostly padding (every pack is at least 64 KiB, design §8): that
+    padding is not "unused", or every prune would rewrite them (found by the stored 1.3 vault)."""
+    env.init().close()
+    src = tmp_path / "small"
+    src.mkdir()
+    with env.open() as v:
+        for i in range(3):
+            (src / f"note{i}.txt").write_text(f"note {i} " * 50)
+            v.backup([str(src)])
+        v.forget(ids=[v.snapshots()[0][0]])
+        v.prune()
+        again = v.prune()
+        third = v.prune()
+    assert again.repacked == third.repacked == 0 and again.new_packs == third.new_packs == 0, (again, third)

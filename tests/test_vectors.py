@@ -691,3 +691,351 @@ def test_fastcdc_cut_points(min_size: int) -> None:
                                size_hint=len(data)))
     assert [len(x) for x, _ in got] == want
     assert all(bid == bytes(x[:8]) for x, bid in got)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Format 1.4 (grant objects, grants, capabilities, publishing records) and 2.0 (references, writers,
+# signatures): appended vectors (freehold.testing.vectors, after the 1.3 ones). The reference side
+# again works from the definitions alone: HKDF, BLAKE3, Ed25519 and X25519 called directly, Bech32
+# by hand (BIP 173), msgpack from plain dicts in the order of the structures' fields.
+
+BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def ref_bech32(hrp: str, data: bytes) -> str:
+    """BIP 173 Bech32 of 8-bit ``data`` (regrouped in 5 bits, padded), as age encodes its keys."""
+    acc, bits, words = 0, 0, []
+    for byte in data:
+        acc, bits = (acc << 8) | byte, bits + 8
+        while bits >= 5:
+            bits -= 5
+            words.append((acc >> bits) & 31)
+    if bits:
+        words.append((acc << (5 - bits)) & 31)
+
+    def polymod(values: list[int]) -> int:
+        gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+        chk = 1
+        for v in values:
+            top, chk = chk >> 25, ((chk & 0x1FFFFFF) << 5) ^ v
+            for i in range(5):
+                chk ^= gen[i] if (top >> i) & 1 else 0
+        return chk
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    mod = polymod(expanded + words + [0] * 6) ^ 1
+    checksum = [(mod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(BECH32_CHARSET[w] for w in words + checksum)
+
+
+def ref_expand(prk: bytes, info: bytes) -> bytes:
+    return HKDFExpand(algorithm=hashes.SHA256(), length=32, info=info).derive(prk)
+
+
+def ref_ed25519(seed: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def ref_pub(seed: bytes) -> bytes:
+    return ref_ed25519(seed).public_key().public_bytes_raw()
+
+
+@functools.cache
+def reference_v2() -> SimpleNamespace:
+    """The 2.0 derivations of MASTER and the 1.4/2.0 structures, from the definitions alone."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    r = SimpleNamespace()
+    r.conv = ref_hkdf(b"freehold/v2/convergence")
+    r.index = ref_hkdf(b"freehold/v2/index")
+    r.sign = ref_hkdf(b"freehold/v2/owner-sign")
+    r.owner_pub = ref_pub(r.sign)
+    age_seed = ref_hkdf(b"freehold/v2/owner-age")
+    r.age = ref_bech32("age-secret-key-", age_seed).upper()
+    r.age_recipient = ref_bech32("age", X25519PrivateKey.from_private_bytes(age_seed).public_key().public_bytes_raw())
+    r.ref = blake3.blake3(V.BLOB_PLAIN, key=r.conv).digest()
+    r.locate = ref_expand(r.ref, b"freehold/v2/blob-id")
+    r.blob_key = ref_expand(r.ref, b"freehold/v2/blob-key")
+    r.writer_pub = ref_pub(V.WRITER_SEED)
+    v1 = reference()
+    pack = msgspec.msgpack.decode(V.INDEX_MSGPACK)["packs"][0]      # the §10 pack record, as a map
+    r.shared_dict = {"v": 1, "vault_id": V.VAULT_ID, "name": V.SHARED_NAME, "time": V.V14_TIME,
+                     "snapshot": V.PARENT_SNAPSHOT.hex(), "path": V.V14_PATH, "node": tree_dict(v1)["nodes"][1],
+                     "packs": [pack], "keys": {V.BLOB_ID: V.BLOB_KEY, V.ZSTD_BLOB_ID: V.ZSTD_BLOB_KEY},
+                     "live": True, "expires": V.V14_EXPIRES}
+    r.shared = mp(r.shared_dict)
+    r.env_shared = ref_envelope(V.GRANT_KEY, 11, 0, V.NONCE_SHARED, b"shared" + V.SHARED_NAME, r.shared)
+    r.grant_dict = {"v": 1, "name": V.SHARED_NAME, "key": V.GRANT_KEY, "to": [r.age_recipient], "path": V.V14_PATH,
+                    "snapshot": V.PARENT_SNAPSHOT.hex(), "created": V.V14_TIME, "label": "for Ada", "live": True,
+                    "expires": V.V14_EXPIRES, "revoked": V.V14_REVOKED}
+    r.capability_dict = {"v": 1, "vault_id": V.VAULT_ID, "name": V.SHARED_NAME, "key": V.GRANT_KEY,
+                         "providers": [{"id": "p1", "url": "file:///srv/p1", "jurisdiction": "DE"},
+                                       {"id": "p2", "url": "s3://bucket/p2"}],
+                         "k": V.K, "n": V.N, "path": "/home/user/docs", "live": True, "expires": V.V14_EXPIRES,
+                         "structure": 2}
+    r.published_dict = {"v": 1, "time": V.V14_TIME, "cid": V.PUBLISHED_CID, "profile": "unixfs-v1-2025",
+                        "snapshot": V.PARENT_SNAPSHOT.hex(), "path": "/home/user/docs", "kind": "dir", "size": 1234,
+                        "name": "docs", "description": "the docs", "nft_cid": V.NFT_CID, "nft_json": V.NFT_JSON}
+    r.index_1_3_dict = {"v": 1, "packs": [pack], "time": V.V14_TIME}
+    r.index_1_3 = mp(r.index_1_3_dict)
+    tag = b"freehold/v2/index" + V.VAULT_ID
+    r.index_owner_sig = ref_ed25519(r.sign).sign(tag + r.index_1_3)
+    r.index_owner = mp({**r.index_1_3_dict, "sig": r.index_owner_sig})             # writer "" is omitted
+    unsigned = mp({**r.index_1_3_dict, "writer": V.WRITER_LABEL})
+    r.index_writer_sig = ref_ed25519(V.WRITER_SEED).sign(tag + unsigned)
+    r.index_writer = mp({**r.index_1_3_dict, "writer": V.WRITER_LABEL, "sig": r.index_writer_sig})
+    r.writer_key_dict = {"v": 2, "vault_id": V.VAULT_ID, "label": V.WRITER_LABEL, "conv": r.conv, "index": r.index,
+                         "object_name": V.K_NAME, "chunker_seed": V.CHUNKER_SEED, "sign": V.WRITER_SEED,
+                         "owner_pub": r.owner_pub, "owner_age": r.age_recipient,
+                         "providers": [{"id": "p1", "url": "file:///srv/p1", "jurisdiction": "DE"}]}
+    r.writer_dict = {"label": V.WRITER_LABEL, "key": r.writer_pub, "created": V.V14_TIME}
+    r.policy_2_dict = {"allow": ["DE"], "writers": [r.writer_dict]}
+    r.signed_sig = ref_ed25519(r.sign).sign(b"freehold/v2/writer-config" + V.VAULT_ID + V.ENV_CONFIG)
+    r.signed_dict = {"v": 2, "body": V.ENV_CONFIG, "sig": r.signed_sig}
+    r.snapshot_writer_dict = {**snapshot_dict(v1), "writer": V.WRITER_LABEL}
+    r.snapshot_writer = mp(r.snapshot_writer_dict)
+    r.writer_snapshot_name = "snapshots/" + blake3.blake3(r.snapshot_writer, key=V.K_NAME).hexdigest()
+    r.writer_snapshot_body = ref_envelope(V.WRITER_SNAPSHOT_KEY, 5, 0, V.NONCE_WRITER_SNAPSHOT,
+                                          r.writer_snapshot_name.encode(), r.snapshot_writer)
+    r.writer_snapshot_sig = ref_ed25519(V.WRITER_SEED).sign(
+        b"freehold/v2/snapshot" + V.VAULT_ID + r.writer_snapshot_name.encode() + V.WRITER_SNAPSHOT_BOX
+        + r.writer_snapshot_body)
+    r.writer_snapshot_dict = {"v": 2, "writer": V.WRITER_LABEL, "box": V.WRITER_SNAPSHOT_BOX,
+                              "body": r.writer_snapshot_body, "sig": r.writer_snapshot_sig}
+    return r
+
+
+def test_reference_matches_the_frozen_1_4_and_2_0_vectors() -> None:
+    r = reference_v2()
+    assert (r.conv, r.index, r.sign, r.owner_pub) == (V.V2_CONV, V.V2_INDEX, V.V2_SIGN, V.V2_OWNER_PUB)
+    assert (r.age, r.age_recipient) == (V.V2_AGE, V.V2_AGE_RECIPIENT)
+    assert (r.ref, r.locate, r.blob_key) == (V.V2_REF, V.V2_LOCATE, V.V2_BLOB_KEY)
+    assert r.writer_pub == V.WRITER_PUB
+    assert (r.shared, r.env_shared) == (V.SHARED_MSGPACK, V.ENV_SHARED)
+    assert mp(r.grant_dict) == V.GRANT_MSGPACK
+    assert mp(r.capability_dict) == V.CAPABILITY_MSGPACK
+    assert mp(r.published_dict) == V.PUBLISHED_MSGPACK
+    assert r.index_1_3 == V.INDEX_1_3_MSGPACK
+    assert (r.index_owner_sig, r.index_owner) == (V.INDEX_OWNER_SIG, V.INDEX_OWNER_MSGPACK)
+    assert (r.index_writer_sig, r.index_writer) == (V.INDEX_WRITER_SIG, V.INDEX_WRITER_MSGPACK)
+    assert mp(r.writer_key_dict) == V.WRITER_KEY_MSGPACK
+    assert mp(r.writer_dict) == V.WRITER_MSGPACK
+    assert mp(r.policy_2_dict) == V.POLICY_2_MSGPACK
+    assert (r.signed_sig, mp(r.signed_dict)) == (V.SIGNED_SIG, V.SIGNED_MSGPACK)
+    assert (r.snapshot_writer, r.writer_snapshot_name) == (V.SNAPSHOT_WRITER_MSGPACK, V.WRITER_SNAPSHOT_NAME)
+    assert (r.writer_snapshot_body, r.writer_snapshot_sig) == (V.WRITER_SNAPSHOT_BODY, V.WRITER_SNAPSHOT_SIG)
+    assert mp(r.writer_snapshot_dict) == V.WRITER_SNAPSHOT_MSGPACK
+
+
+# -- 2.0 keys (design §23) ------------------------------------------------------------------------------
+
+def test_v2_subkeys() -> None:
+    vk = VaultKeys.derive(V.MASTER, version=2)
+    assert (vk.version, vk.role, vk.label) == (2, "owner", "")
+    assert (vk.conv, vk.index, vk.sign, vk.owner_pub) == (V.V2_CONV, V.V2_INDEX, V.V2_SIGN, V.V2_OWNER_PUB)
+    assert vk.age == V.V2_AGE
+    assert len({V.V2_CONV, V.V2_INDEX, V.V2_SIGN, V.K_ID, V.K_DATA, V.K_META, V.K_NAME}) == 7
+    # The format-1 subkeys are derived as before (a 2.0 vault keeps its metadata and name keys).
+    assert (vk.chunk_id, vk.data_root, vk.metadata, vk.object_name, vk.chunker_seed) == (
+        V.K_ID, V.K_DATA, V.K_META, V.K_NAME, V.CHUNKER_SEED)
+    assert crypto.ed25519_public(V.V2_SIGN) == V.V2_OWNER_PUB
+    assert crypto.ed25519_public(V.WRITER_SEED) == V.WRITER_PUB
+    from pyrage import x25519
+    assert str(x25519.Identity.from_str(V.V2_AGE).to_public()) == V.V2_AGE_RECIPIENT   # age itself agrees
+
+
+def test_v2_reference_locate_and_blob_key() -> None:
+    vk = VaultKeys.derive(V.MASTER, version=2)
+    assert vk.blob_id(V.BLOB_PLAIN) == V.V2_REF == blake3.blake3(V.BLOB_PLAIN, key=V.V2_CONV).digest()
+    assert vk.locate(V.V2_REF) == V.V2_LOCATE
+    assert vk.blob_key(V.V2_REF) == V.V2_BLOB_KEY
+    assert vk.proves(V.V2_REF, V.BLOB_PLAIN) and not vk.proves(V.V2_REF, V.ZSTD_PLAIN)
+    # Whoever holds a reference (a grant's holder: GrantKeys) derives the same key from it alone.
+    assert crypto.GrantKeys.random(version=2).blob_key(V.V2_REF) == V.V2_BLOB_KEY
+    assert len({V.V2_REF, V.V2_LOCATE, V.V2_BLOB_KEY, V.BLOB_ID, V.BLOB_KEY}) == 5
+
+
+def test_version_1_derivations_are_unchanged() -> None:
+    """version=1 (the default) derives what it always did: no 2.0 key, the index sealed with the
+    metadata key, a blob's reference is its index id and its key is HKDF under K_data."""
+    for vk in (VaultKeys.derive(V.MASTER), VaultKeys.derive(V.MASTER, version=1)):
+        assert (vk.chunk_id, vk.data_root, vk.metadata, vk.object_name, vk.chunker_seed) == (
+            V.K_ID, V.K_DATA, V.K_META, V.K_NAME, V.CHUNKER_SEED)
+        assert (vk.version, vk.conv, vk.sign, vk.owner_pub, vk.age) == (1, b"", b"", b"", "")
+        assert vk.index == V.K_META
+        assert vk.blob_id(V.BLOB_PLAIN) == V.BLOB_ID and vk.locate(V.BLOB_ID) == V.BLOB_ID
+        assert vk.blob_key(V.BLOB_ID) == V.BLOB_KEY
+        assert vk.sealing_key(crypto.KIND_INDEX) == vk.sealing_key(crypto.KIND_SNAPSHOT) == V.K_META
+
+
+# -- 1.4 and 2.0 structures -------------------------------------------------------------------------------
+
+def shared_struct() -> formats.Shared:
+    return formats.Shared(v=1, vault_id=V.VAULT_ID, name=V.SHARED_NAME, time=V.V14_TIME,
+                          snapshot=V.PARENT_SNAPSHOT.hex(), path=V.V14_PATH, node=tree_struct().nodes[1],
+                          packs=index_struct().packs, keys={V.BLOB_ID: V.BLOB_KEY, V.ZSTD_BLOB_ID: V.ZSTD_BLOB_KEY},
+                          live=True, expires=V.V14_EXPIRES)
+
+
+def grant_struct() -> formats.Grant:
+    return formats.Grant(v=1, name=V.SHARED_NAME, key=V.GRANT_KEY, to=[V.V2_AGE_RECIPIENT], path=V.V14_PATH,
+                         snapshot=V.PARENT_SNAPSHOT.hex(), created=V.V14_TIME, label="for Ada", live=True,
+                         expires=V.V14_EXPIRES, revoked=V.V14_REVOKED)
+
+
+def capability_struct() -> formats.Capability:
+    return formats.Capability(v=1, vault_id=V.VAULT_ID, name=V.SHARED_NAME, key=V.GRANT_KEY,
+                              providers=[formats.ProviderEntry(id="p1", url="file:///srv/p1", jurisdiction="DE"),
+                                         formats.ProviderEntry(id="p2", url="s3://bucket/p2")],
+                              k=V.K, n=V.N, path="/home/user/docs", live=True, expires=V.V14_EXPIRES, structure=2)
+
+
+def published_struct() -> formats.Published:
+    return formats.Published(v=1, time=V.V14_TIME, cid=V.PUBLISHED_CID, profile="unixfs-v1-2025",
+                             snapshot=V.PARENT_SNAPSHOT.hex(), path="/home/user/docs", kind="dir", size=1234,
+                             name="docs", description="the docs", nft_cid=V.NFT_CID, nft_json=V.NFT_JSON)
+
+
+def index_1_3_struct() -> formats.IndexFile:
+    return msgspec.structs.replace(index_struct(), time=V.V14_TIME)
+
+
+def writer_struct() -> formats.Writer:
+    return formats.Writer(label=V.WRITER_LABEL, key=V.WRITER_PUB, created=V.V14_TIME)
+
+
+def writer_key_struct() -> formats.WriterKey:
+    return formats.WriterKey(v=2, vault_id=V.VAULT_ID, label=V.WRITER_LABEL, conv=V.V2_CONV, index=V.V2_INDEX,
+                             object_name=V.K_NAME, chunker_seed=V.CHUNKER_SEED, sign=V.WRITER_SEED,
+                             owner_pub=V.V2_OWNER_PUB, owner_age=V.V2_AGE_RECIPIENT,
+                             providers=[formats.ProviderEntry(id="p1", url="file:///srv/p1", jurisdiction="DE")])
+
+
+STRUCT_CASES_1_4_2_0 = [
+    ("shared", shared_struct, lambda: V.SHARED_MSGPACK),
+    ("grant", grant_struct, lambda: V.GRANT_MSGPACK),
+    ("capability", capability_struct, lambda: V.CAPABILITY_MSGPACK),
+    ("published", published_struct, lambda: V.PUBLISHED_MSGPACK),
+    ("index-1.3", index_1_3_struct, lambda: V.INDEX_1_3_MSGPACK),
+    ("index-owner-signed", lambda: msgspec.structs.replace(index_1_3_struct(), sig=V.INDEX_OWNER_SIG),
+     lambda: V.INDEX_OWNER_MSGPACK),
+    ("index-writer-signed", lambda: msgspec.structs.replace(index_1_3_struct(), writer=V.WRITER_LABEL,
+                                                            sig=V.INDEX_WRITER_SIG), lambda: V.INDEX_WRITER_MSGPACK),
+    ("writer", writer_struct, lambda: V.WRITER_MSGPACK),
+    ("policy-2.0", lambda: formats.Policy(allow=["DE"], writers=[writer_struct()]), lambda: V.POLICY_2_MSGPACK),
+    ("writer-key", writer_key_struct, lambda: V.WRITER_KEY_MSGPACK),
+    ("signed", lambda: formats.Signed(v=2, body=V.ENV_CONFIG, sig=V.SIGNED_SIG), lambda: V.SIGNED_MSGPACK),
+    ("snapshot-writer", lambda: msgspec.structs.replace(snapshot_struct(), writer=V.WRITER_LABEL),
+     lambda: V.SNAPSHOT_WRITER_MSGPACK),
+    ("writer-snapshot", lambda: formats.WriterSnapshot(v=2, writer=V.WRITER_LABEL, box=V.WRITER_SNAPSHOT_BOX,
+                                                       body=V.WRITER_SNAPSHOT_BODY, sig=V.WRITER_SNAPSHOT_SIG),
+     lambda: V.WRITER_SNAPSHOT_MSGPACK),
+]
+
+
+@pytest.mark.parametrize("case", STRUCT_CASES_1_4_2_0, ids=lambda c: c[0])
+def test_msgpack_encoding_1_4_and_2_0(case: tuple[str, Any, Any]) -> None:
+    """formats.encode writes the exact field names, order and omissions; the frozen bytes decode
+    to the struct. A field renamed or moved changes the bytes (the map's keys, in field order)."""
+    _, make, frozen = case
+    obj = make()
+    assert formats.encode(obj) == frozen()
+    assert formats.decode(frozen(), type(obj), "vector") == obj
+
+
+def test_msgpack_field_names_1_4_and_2_0() -> None:
+    """The frozen bytes, read as plain msgpack, are the maps of the definitions, key by key in order."""
+    r = reference_v2()
+    for frozen, want in ((V.SHARED_MSGPACK, r.shared_dict), (V.GRANT_MSGPACK, r.grant_dict),
+                         (V.CAPABILITY_MSGPACK, r.capability_dict), (V.PUBLISHED_MSGPACK, r.published_dict),
+                         (V.WRITER_KEY_MSGPACK, r.writer_key_dict), (V.POLICY_2_MSGPACK, r.policy_2_dict),
+                         (V.SIGNED_MSGPACK, r.signed_dict), (V.SNAPSHOT_WRITER_MSGPACK, r.snapshot_writer_dict),
+                         (V.WRITER_SNAPSHOT_MSGPACK, r.writer_snapshot_dict)):
+        got = msgspec.msgpack.decode(frozen)
+        assert got == want and list(got) == list(want)
+    assert list(msgspec.msgpack.decode(V.INDEX_1_3_MSGPACK)) == ["v", "packs", "time"]
+    assert list(msgspec.msgpack.decode(V.INDEX_OWNER_MSGPACK)) == ["v", "packs", "time", "sig"]
+    assert list(msgspec.msgpack.decode(V.INDEX_WRITER_MSGPACK)) == ["v", "packs", "time", "writer", "sig"]
+    assert list(msgspec.msgpack.decode(V.WRITER_SNAPSHOT_MSGPACK)) == ["v", "writer", "box", "body", "sig"]
+
+
+def test_format_1_structures_encode_as_before() -> None:
+    """Structures without the 1.4/2.0 fields encode byte for byte as format 1 wrote them: the new
+    fields (IndexFile.writer/sig, Snapshot.writer, Policy.writers) are omitted at their default."""
+    assert formats.encode(index_struct()) == V.INDEX_MSGPACK
+    assert formats.encode(snapshot_struct()) == V.SNAPSHOT_MSGPACK
+    assert formats.encode(config_struct()) == V.CONFIG_MSGPACK
+    assert formats.encode(config_minimal_struct()) == V.CONFIG_MINIMAL_MSGPACK
+    assert formats.encode(formats.Policy(allow=["DE"], retention=formats.Retention(
+        last=3, daily=7, within="30d", tags=["keep"]))) == V.POLICY_1_3_MSGPACK
+    assert formats.encode(formats.Policy()) == b"\x80"
+    # Config still has 15 fields (a fixmap: the policy carries what 1.3 and 2.0 added).
+    assert len(formats.Config.__struct_fields__) == 15
+    assert V.CONFIG_MSGPACK[0] & 0xF0 == 0x80
+
+
+def test_grant_object_envelope() -> None:
+    """seal_shared: kind 11, context b"shared" || name, under the grant key (its nonce is random:
+    fixed here by patching os.urandom); open_shared opens the frozen envelope and refuses it under
+    another name or vault."""
+    from freehold.store import grants
+
+    assert grants._context(grants.SHARED_PREFIX, V.SHARED_NAME) == b"shared" + V.SHARED_NAME
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(crypto.os, "urandom", lambda n: V.NONCE_SHARED if n == crypto.NONCE_LEN else bytes(n))
+        assert grants.seal_shared(V.GRANT_KEY, shared_struct()) == V.ENV_SHARED
+    assert crypto.seal(V.GRANT_KEY, crypto.KIND_SHARED, b"shared" + V.SHARED_NAME, V.SHARED_MSGPACK,
+                       nonce=V.NONCE_SHARED) == V.ENV_SHARED
+    assert crypto.KIND_SHARED == 11 and V.ENV_SHARED[3] == 11
+    assert grants.open_shared(V.GRANT_KEY, V.SHARED_NAME, V.VAULT_ID, V.ENV_SHARED) == shared_struct()
+    with pytest.raises(IntegrityError):
+        grants.open_shared(V.GRANT_KEY, bytes(16), V.VAULT_ID, V.ENV_SHARED)
+    with pytest.raises(IntegrityError):
+        grants.open_shared(V.GRANT_KEY, V.SHARED_NAME, bytes(16), V.ENV_SHARED)
+
+
+def test_signed_index_objects() -> None:
+    """sign_index (Ed25519 is deterministic) gives the frozen signatures; index_author names the
+    signer, and refuses an object whose signature or signer does not match."""
+    from freehold.store import writers
+
+    owner = VaultKeys.derive(V.MASTER, version=2)
+    writer = writers.writer_keys(writer_key_struct())
+    assert (writer.label, writer.role, writer.sign, writer.conv, writer.index) == (
+        V.WRITER_LABEL, "writer", V.WRITER_SEED, V.V2_CONV, V.V2_INDEX)
+    by_owner = writers.sign_index(owner, V.VAULT_ID, index_1_3_struct())
+    by_writer = writers.sign_index(writer, V.VAULT_ID, index_1_3_struct())
+    assert (by_owner.writer, by_owner.sig) == ("", V.INDEX_OWNER_SIG)
+    assert (by_writer.writer, by_writer.sig) == (V.WRITER_LABEL, V.INDEX_WRITER_SIG)
+    assert formats.encode(by_owner) == V.INDEX_OWNER_MSGPACK and formats.encode(by_writer) == V.INDEX_WRITER_MSGPACK
+    cfg = msgspec.structs.replace(config_struct(), policy=formats.Policy(writers=[writer_struct()]))
+    assert writers.index_author(owner, cfg, by_owner) == ""
+    assert writers.index_author(owner, cfg, by_writer) == V.WRITER_LABEL
+    for bad in (msgspec.structs.replace(by_writer, writer=""),                       # claims the owner
+                msgspec.structs.replace(by_owner, time="2026-12-03T05:06:08+00:00"),  # changed after signing
+                msgspec.structs.replace(by_writer, writer="phone")):                  # an unknown writer
+        with pytest.raises(IntegrityError):
+            writers.index_author(owner, cfg, bad)
+    signed = b"freehold/v2/writer-config" + V.VAULT_ID + V.ENV_CONFIG
+    assert crypto.sign(V.V2_SIGN, signed) == V.SIGNED_SIG
+    assert crypto.verify_signature(V.V2_OWNER_PUB, V.SIGNED_SIG, signed)
+
+
+def test_writer_snapshot_opens_for_the_owner() -> None:
+    """The frozen writer's snapshot: signed by the writer over name, box and body, its box opened by
+    the owner's age identity (V2_AGE), its body the snapshot with ``writer`` set."""
+    from freehold.store import writers
+
+    owner = VaultKeys.derive(V.MASTER, version=2)
+    assert crypto.seal(V.WRITER_SNAPSHOT_KEY, crypto.KIND_SNAPSHOT, V.WRITER_SNAPSHOT_NAME.encode(),
+                       V.SNAPSHOT_WRITER_MSGPACK, nonce=V.NONCE_WRITER_SNAPSHOT) == V.WRITER_SNAPSHOT_BODY
+    got = writers.open_writer_snapshot(owner, V.VAULT_ID, {V.WRITER_LABEL: V.WRITER_PUB}, V.WRITER_SNAPSHOT_NAME,
+                                       V.WRITER_SNAPSHOT_MSGPACK)
+    assert got == V.SNAPSHOT_WRITER_MSGPACK
+    assert formats.decode(got, formats.Snapshot, "snapshot").writer == V.WRITER_LABEL
+    with pytest.raises(IntegrityError):   # under another name: the signature covers the name
+        writers.open_writer_snapshot(owner, V.VAULT_ID, {V.WRITER_LABEL: V.WRITER_PUB}, V.SNAPSHOT_NAME,
+                                     V.WRITER_SNAPSHOT_MSGPACK)
+    with pytest.raises(IntegrityError):   # a writer cannot read it back
+        writers.open_writer_snapshot(writers.writer_keys(writer_key_struct()), V.VAULT_ID,
+                                     {V.WRITER_LABEL: V.WRITER_PUB}, V.WRITER_SNAPSHOT_NAME, V.WRITER_SNAPSHOT_MSGPACK)

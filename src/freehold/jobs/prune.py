@@ -95,7 +95,9 @@ class Prune:
         self._refs = {op.store.keys.locate(ref): ref for ref in used}
         homes = {rec.id: [e for e in rec.blobs if e.id in self._refs and _home(op, e.id) == rec.id]
                  for rec in packs}
-        unused_of = {rec.id: max(0, rec.len - sum(e.l for e in homes[rec.id])) for rec in packs}
+        # Unused: blob bytes no snapshot needs. A pack's padding and trailer are not unused: every
+        # pack has them, a repacked one too (counting them made small packs be repacked forever).
+        unused_of = {rec.id: max(0, sum(e.l for e in rec.blobs) - sum(e.l for e in homes[rec.id])) for rec in packs}
         for rec in packs:
             used_here = sum(e.l for e in homes[rec.id])
             r.used_bytes += sum(e.s for e in homes[rec.id])
