@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 
 from freehold import formats
+from freehold.api import NftInfo
 from freehold.gateway import Gateway
+from freehold.jobs import publish_local
 from freehold.keys import KdfParams
 from freehold.store import grants, utc_stamp
 from freehold.testing import jsref
@@ -188,6 +190,134 @@ def test_errors_are_clear(pub: Published, tmp_path: Path) -> None:
     os.symlink(small, tmp_path / "link")
     proc = env.cli("publish", str(tmp_path / "link"), check=False)
     assert proc.returncode == 2 and "symlinks are refused" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------- the local fast path
+
+
+def _settled(path: Path, content: bytes) -> Path:
+    """A file written an hour ago, as far as its mtime says (older than publish_local.RACY_NS)."""
+    path.write_bytes(content)
+    old = time.time_ns() - 3600 * 10**9
+    os.utime(path, ns=(old, old))
+    return path
+
+
+def _stored(v: Vault, snapshot: str, name: str, where: Path) -> Path:
+    """The file a snapshot holds, restored under ``where``."""
+    v.restore(snapshot, where)
+    found = [p for p in where.rglob(name) if p.is_file()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize(("name", "profile"), [(n, p) for n in ("small", "big") for p in (V1, V0)])
+def test_a_local_file_dag_is_computed_from_the_file_while_it_is_backed_up(
+        pub: Published, tmp_path: Path, name: str, profile: str) -> None:
+    """The local path is taken, and gives the reference's CID and CAR, and the vault path's."""
+    src = _settled(tmp_path / pub.inputs[name].name, pub.inputs[name].read_bytes())
+    ref = pub.refs[name, profile]
+    with pub.env.open() as v:
+        before = publish_local.TALLY.local
+        res = v.publish(str(src), profile=profile, car=tmp_path / "fast.car")
+        assert publish_local.TALLY.local == before + 1, publish_local.TALLY
+        assert res.cid == ref["root"] and res.backed_up and res.kind == "file"
+        assert res.size == src.stat().st_size and res.blocks == ref["blocks"]
+        fast = (tmp_path / "fast.car").read_bytes()
+        assert fast == ref["car"].read_bytes() and res.car_bytes == len(fast)
+        again = v.publish(f"{res.snapshot}:{res.path}", profile=profile, car=tmp_path / "vault.car")
+        assert publish_local.TALLY.local == before + 1           # SNAPSHOT:PATH: always the vault
+        assert again.cid == res.cid and (tmp_path / "vault.car").read_bytes() == fast
+        assert not list(tmp_path.glob(".*.tmp"))                 # no temp CAR left behind
+        # with --nft: the metadata's blocks after the asset's, as the vault path writes them
+        nft = NftInfo("a ✓ name", "described")
+        res = v.publish(str(src), profile=profile, car=tmp_path / "nft-fast.car", nft=nft)
+        assert publish_local.TALLY.local == before + 2
+        again = v.publish(f"{res.snapshot}:{res.path}", profile=profile, car=tmp_path / "nft-vault.car", nft=nft)
+        assert (res.cid, res.nft_cid, res.nft_json) == (again.cid, again.nft_cid, again.nft_json)
+        assert (tmp_path / "nft-fast.car").read_bytes() == (tmp_path / "nft-vault.car").read_bytes()
+        assert json.loads(res.nft_json)["name"] == "a ✓ name"
+    listed = {r["id"]: r for r in json.loads(pub.env.cli("published", "--json").stdout)}
+    assert listed[res.id]["cid"] == ref["root"] and listed[res.id]["size"] == src.stat().st_size
+
+
+def test_a_file_modified_just_now_takes_the_vault_path(pub: Published, tmp_path: Path) -> None:
+    """Two writes within one timestamp tick could leave its stat unchanged: not trusted."""
+    src = tmp_path / "fresh.bin"
+    src.write_bytes(os.urandom(300_000))
+    with pub.env.open() as v:
+        local, vault = publish_local.TALLY.local, publish_local.TALLY.vault
+        res = v.publish(str(src))
+        assert (publish_local.TALLY.local, publish_local.TALLY.vault) == (local, vault + 1)
+        assert "less than 2 s ago" in publish_local.TALLY.why
+    assert res.cid == jsref.reference_import(src, V1)["root"]
+
+
+def _check_records_what_the_vault_holds(pub: Published, tmp_path: Path, res: Any, car: Path, old: bytes,
+                                        new: bytes) -> None:
+    with pub.env.open() as v:
+        stored = _stored(v, res.snapshot, "moving.bin", tmp_path / "restored")
+    assert stored.read_bytes() in (old, new)
+    ref = jsref.reference_import(stored, V1, car_out=tmp_path / "stored.ref.car")
+    assert res.cid == ref["root"]
+    assert car.read_bytes() == ref["car"].read_bytes()
+    with pub.env.open() as v, Gateway(v.published_blocks(), port=0) as gw:
+        _serves_file(gw, res.cid, stored.read_bytes())
+        assert not gw.source.warnings                            # type: ignore[attr-defined]
+
+
+def test_a_file_rewritten_during_its_local_read_falls_back_to_the_vault(
+        pub: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewritten (same size, other bytes, a new mtime) after the local read, before its stat
+    check: the local DAG is not used, and the record is the CID of what the backup stored."""
+    old, new = os.urandom(BIG), os.urandom(BIG)
+    src = _settled(tmp_path / "moving.bin", old)
+    rewritten: list[Path] = []
+
+    def rewrite(path: Path) -> None:
+        with open(path, "r+b") as f:
+            f.write(new)
+        rewritten.append(path)
+
+    monkeypatch.setattr(publish_local, "after_read", rewrite)
+    car = tmp_path / "moving.car"
+    with pub.env.open() as v:
+        local, vault = publish_local.TALLY.local, publish_local.TALLY.vault
+        res = v.publish(str(src), car=car)
+        assert rewritten == [src]
+        assert (publish_local.TALLY.local, publish_local.TALLY.vault) == (local, vault + 1)
+        assert "changed while it was read" in publish_local.TALLY.why
+    assert src.read_bytes() == new and src.stat().st_size == BIG
+    _check_records_what_the_vault_holds(pub, tmp_path, res, car, old, new)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_file_rewritten_after_its_local_read_before_the_backup_falls_back(
+        pub: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local read saw one unchanging file, the backup another: the backup's node does not
+    have the stat read locally, so the vault path is taken and records the new content's CID."""
+    old, new = os.urandom(BIG), os.urandom(BIG)
+    src = _settled(tmp_path / "moving.bin", old)
+    real_start = publish_local.start
+
+    def start_then_rewrite(*args: Any, **kw: Any) -> publish_local.LocalPublish | None:
+        job = real_start(*args, **kw)
+        assert job is not None
+        job.wait()                                              # the local read and its check done
+        with open(src, "r+b") as f:
+            f.write(new)
+        return job
+
+    monkeypatch.setattr(publish_local, "start", start_then_rewrite)
+    car = tmp_path / "moving.car"
+    with pub.env.open() as v:
+        local, vault = publish_local.TALLY.local, publish_local.TALLY.vault
+        res = v.publish(str(src), car=car)
+        assert (publish_local.TALLY.local, publish_local.TALLY.vault) == (local, vault + 1)
+        assert "node does not have" in publish_local.TALLY.why
+    assert res.cid == jsref.reference_import(src, V1)["root"] != jsref.reference_import(
+        _settled(tmp_path / "old.bin", old), V1)["root"]
+    _check_records_what_the_vault_holds(pub, tmp_path, res, car, old, new)
 
 
 # ---------------------------------------------------------------------------------- the gateway

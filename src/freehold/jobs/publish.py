@@ -9,6 +9,12 @@ local folder's (depth first, each folder's entries by name bytes, folders as ent
 empty). The CID recorded is therefore the CID of what the vault holds, and the gateway computes
 it again, and compares it with the record, before it serves a byte of a record's blocks.
 
+A local regular file given to ``freehold publish`` is the exception: its DAG is computed from
+the file itself while it is backed up (:mod:`freehold.jobs.publish_local`, through
+:func:`build_dag`, the same blocks in the same order), and used only when the file's stat shows
+that the bytes hashed are the bytes the backup stored; otherwise it is computed here, from the
+vault's copy. Either way the record is the CID of what the vault holds.
+
 :class:`PublishedBlocks` keeps interior blocks (parents, folders, HAMT shards, NFT metadata) in
 memory and, for each leaf, only where its bytes are (file, offset, length); a leaf is read from
 the vault when it is asked for and rebuilt with the importer itself (a lone chunk imports to
@@ -32,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .. import formats
 from ..errors import FreeholdError, IntegrityError, UsageError
@@ -43,8 +49,8 @@ from ..unixfs.cids import DAG_PB, SHA2_256, make_cid, split_cid
 from ..unixfs.importer import walk_entries
 from .share import find
 
-__all__ = ["Built", "ContentDag", "FileRef", "PublishedBlocks", "build", "check_car_target", "check_local",
-           "cid_text", "find", "nft_metadata", "profile_of"]
+__all__ = ["Built", "ContentDag", "Dag", "FileRef", "PublishedBlocks", "build", "build_dag", "check_car_target",
+           "check_local", "cid_text", "discard_car", "find", "nft_metadata", "place_car", "profile_of"]
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +249,19 @@ class Built:
     nft_cid: bytes = b""
     nft_json: bytes = b""
     car_bytes: int = 0
+    source: str = "vault"          # where the content was read: "vault", or "local" (jobs.publish_local)
+    car_tmp: Path | None = None    # with place=False: the CAR written, fsynced, not yet in place
+
+
+class Dag(Protocol):
+    """What :func:`build_dag` takes: :class:`ContentDag` (the vault's copy) or
+    :class:`freehold.jobs.publish_local.LocalFileDag` (the local file)."""
+
+    kind: str
+    size: int
+    root: bytes
+
+    def blocks(self) -> Iterator[Block]: ...
 
 
 def _car_placeholder(profile: Profile, count: int) -> list[bytes]:
@@ -256,12 +275,12 @@ def _header(roots: list[bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _write_car_file(target: Path, profile: Profile, roots_count: int, blocks: Iterable[Block],
-                    roots: Callable[[], list[bytes]]) -> int:
-    """Write a CAR whose roots are known only after its blocks: a header of the same length is
-    written first and replaced at the end (or, should its length differ, the file is written
-    again behind the real one). Temp file, fsync, link into place (never over a file), fsync of
-    the folder. Returns the CAR's length."""
+def _write_car_tmp(target: Path, profile: Profile, roots_count: int, blocks: Iterable[Block],
+                   roots: Callable[[], list[bytes]]) -> tuple[Path, int]:
+    """Write a CAR whose roots are known only after its blocks, into a temp file beside
+    ``target``: a header of the same length is written first and replaced at the end (or, should
+    its length differ, the file is written again behind the real one), then fsync. Returns the
+    temp file and the CAR's length (the temp file is removed if this fails)."""
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -277,6 +296,16 @@ def _write_car_file(target: Path, profile: Profile, roots_count: int, blocks: It
                 total = _rewrite(f, tmp, header, len(placeholder))
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        discard_car(tmp)
+        raise
+    return tmp, total
+
+
+def place_car(tmp: Path, target: Path) -> None:
+    """Link a CAR written by :func:`_write_car_tmp` into place (never over a file), fsync the
+    folder; the temp file is removed in any case."""
+    try:
         try:
             os.link(tmp, target)
         except FileExistsError:
@@ -286,8 +315,12 @@ def _write_car_file(target: Path, profile: Profile, roots_count: int, blocks: It
             os.fsync(dirfd)
         finally:
             os.close(dirfd)
-        return total
     finally:
+        discard_car(tmp)
+
+
+def discard_car(tmp: Path | None) -> None:
+    if tmp is not None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
 
@@ -312,7 +345,13 @@ def build(op: Operation, node: Node, profile: Profile, *, car: Path | None = Non
     """The DAG of ``node`` from the vault's content (and with ``nft`` = (name, description), the
     metadata JSON's); with ``car``, written there: the asset's blocks in the importer's order,
     then the metadata's, each CID once; roots [asset] or, with ``nft``, [asset, metadata]."""
-    dag = ContentDag(op, node, profile)
+    return build_dag(ContentDag(op, node, profile), profile, car=car, nft=nft)
+
+
+def build_dag(dag: Dag, profile: Profile, *, car: Path | None = None, nft: tuple[str, str] | None = None,
+              place: bool = True) -> Built:
+    """:func:`build` of any :class:`Dag`. With ``place=False`` the CAR is left in a temp file
+    beside ``car`` (``Built.car_tmp``: :func:`place_car` or :func:`discard_car` it)."""
     count = 0
     meta = {"cid": b"", "json": b""}
 
@@ -327,14 +366,17 @@ def build(op: Operation, node: Node, profile: Profile, *, car: Path | None = Non
                 meta["cid"] = block.cid
                 yield block
 
-    car_bytes = 0
+    car_bytes, tmp = 0, None
     if car is not None:
-        car_bytes = _write_car_file(car, profile, 1 if nft is None else 2, blocks(),
-                                    lambda: [dag.root] + ([meta["cid"]] if nft is not None else []))
+        tmp, car_bytes = _write_car_tmp(car, profile, 1 if nft is None else 2, blocks(),
+                                        lambda: [dag.root] + ([meta["cid"]] if nft is not None else []))
+        if place:
+            place_car(tmp, car)
+            tmp = None
     else:
         for _ in blocks():
             pass
-    return Built(dag.root, dag.kind, dag.size, count, meta["cid"], meta["json"], car_bytes)
+    return Built(dag.root, dag.kind, dag.size, count, meta["cid"], meta["json"], car_bytes, car_tmp=tmp)
 
 
 # ---------------------------------------------------------------------------------- serving

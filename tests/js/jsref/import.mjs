@@ -3,7 +3,7 @@
 // CARv1 of the DAG with @ipld/car's CarWriter.
 //
 //   node import.mjs --profile unixfs-v1-2025 [--options '{"chunkSize":1024,...}']
-//                   [--car out.car] [--order order.txt] PATH
+//                   [--car out.car] [--order order.txt] [--blockstore DIR] PATH
 //
 // --profile passes the importer's own `profile` option (IPIP-499 names). --options instead (or
 // on top) passes explicit importer options; `chunkSize` and `maxChildrenPerNode` are turned into
@@ -21,7 +21,14 @@
 // passed (it does not change any CID) so that the files' blocks are not interleaved with each
 // other in an order that depends on I/O timing; within a file the importer's own order is kept.
 //
-// Prints one JSON line: {"root": CID, "blocks": N, "bytes": total block bytes, "car": path|null}.
+// --blockstore DIR also stores each block (at its first put) in an FsBlockstore (npm
+// blockstore-fs, the filesystem blockstore js-ipfs/helia keep blocks in, what `ipfs add` does)
+// at DIR, and at the end fsyncs every file and folder under DIR (blockstore-fs writes a temp file
+// and renames it, without fsync), so the blocks are on disk when it exits, as a vault's shares
+// are. For benchmarks (benchmarks/publish_vault.py); without it nothing of this is loaded.
+//
+// Prints one JSON line: {"root": CID, "blocks": N, "bytes": total block bytes, "car": path|null}
+// (with --blockstore, and "blockstore": DIR).
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -32,13 +39,14 @@ import { fixedSize } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
 
 function parseArgs (argv) {
-  const args = { profile: null, options: {}, car: null, order: null, target: null }
+  const args = { profile: null, options: {}, car: null, order: null, blockstore: null, target: null }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--profile') args.profile = argv[++i]
     else if (a === '--options') args.options = JSON.parse(argv[++i])
     else if (a === '--car') args.car = argv[++i]
     else if (a === '--order') args.order = argv[++i]
+    else if (a === '--blockstore') args.blockstore = argv[++i]
     else if (args.target == null) args.target = a
     else throw new Error(`unexpected argument ${a}`)
   }
@@ -46,10 +54,12 @@ function parseArgs (argv) {
   return args
 }
 
-// A blockstore that keeps the first put of each CID, in put order (bytes only when a CAR is wanted).
+// A blockstore that keeps the first put of each CID, in put order (bytes only when a CAR is wanted),
+// and with a backing store (--blockstore) puts each first put there too.
 class RecordingBlockstore {
-  constructor (keepBytes) {
+  constructor (keepBytes, backing = null) {
     this.keepBytes = keepBytes
+    this.backing = backing
     this.blocks = new Map()
     this.bytes = 0
   }
@@ -59,6 +69,7 @@ class RecordingBlockstore {
     if (!this.blocks.has(key)) {
       this.blocks.set(key, { cid, bytes: this.keepBytes ? bytes : null })
       this.bytes += bytes.byteLength
+      if (this.backing != null) return this.backing.put(cid, bytes).then(() => cid)
     }
     return cid
   }
@@ -90,6 +101,21 @@ function * walk (dir, rel) {
   }
 }
 
+// fsync every file and folder under dir (folders after their contents).
+async function syncTree (dir) {
+  for (const e of await fs.promises.readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, e.name)
+    if (e.isDirectory()) await syncTree(full)
+    else await syncPath(full)
+  }
+  await syncPath(dir)
+}
+
+async function syncPath (p) {
+  const handle = await fs.promises.open(p, 'r')
+  try { await handle.sync() } finally { await handle.close() }
+}
+
 async function main () {
   const args = parseArgs(process.argv.slice(2))
   const opts = { ...args.options }
@@ -100,7 +126,13 @@ async function main () {
     delete opts.maxChildrenPerNode
   }
   if (opts.fileImportConcurrency == null) opts.fileImportConcurrency = 1
-  const store = new RecordingBlockstore(args.car != null)
+  let backing = null
+  if (args.blockstore != null) {
+    const { FsBlockstore } = await import('blockstore-fs')
+    backing = new FsBlockstore(args.blockstore)
+    await backing.open()
+  }
+  const store = new RecordingBlockstore(args.car != null, backing)
   const stat = fs.statSync(args.target)
   let source
   if (stat.isDirectory()) {
@@ -127,7 +159,13 @@ async function main () {
     await writer.close()
     await done
   }
-  process.stdout.write(JSON.stringify({ root: root.toString(), blocks: store.blocks.size, bytes: store.bytes, car: args.car }) + '\n')
+  const result = { root: root.toString(), blocks: store.blocks.size, bytes: store.bytes, car: args.car }
+  if (backing != null) {
+    await backing.close()
+    await syncTree(backing.path)
+    result.blockstore = backing.path
+  }
+  process.stdout.write(JSON.stringify(result) + '\n')
 }
 
 main().catch((err) => { process.stderr.write(`${err.stack ?? err}\n`); process.exit(1) })
