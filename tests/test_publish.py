@@ -464,3 +464,20 @@ def test_publish_and_fetch_over_s3(tmp_path: Path, s3_env: SeaweedServer) -> Non
     assert res["cid"] == jsref.reference_import(src, V1)["root"]
     with env.open() as v, Gateway(v.published_blocks(), port=0) as gw:
         assert _serves_file(gw, res["cid"], src.read_bytes()) == 4
+
+
+def test_publish_with_a_provider_down_needs_degraded(env: Env, tmp_path: Path) -> None:
+    """As a backup: with a provider gone, publish refuses unless --degraded, then needs k+1."""
+    import shutil as _shutil
+
+    env.init().close()
+    f = tmp_path / "poster.txt"
+    f.write_bytes(b"a poster for the open day\n" * 100)
+    _shutil.rmtree(env.providers[4])
+    env.providers[4].write_text("the disk is gone")
+    r = env.cli("publish", str(f), check=False)
+    assert r.returncode != 0
+    r = env.cli("publish", str(f), "--degraded", "--json")
+    got = json.loads(r.stdout)
+    assert got["cid"] == jsref.reference_import(f, "unixfs-v1-2025")["root"]
+    assert [p["cid"] for p in json.loads(env.cli("published", "--json").stdout)] == [got["cid"]]

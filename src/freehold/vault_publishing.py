@@ -42,7 +42,8 @@ class PublishingDoor(DoorParts):
                    degraded: bool = False, options: BackupOptions | None = None) -> BackupResult: ...
 
     def publish(self, path: str, *, profile: str = DEFAULT_PROFILE, car: Path | None = None,
-                nft: NftInfo | None = None, progress: Progress | None = None) -> PublishResult:
+                nft: NftInfo | None = None, progress: Progress | None = None, degraded: bool = False
+                ) -> PublishResult:
         """Publish a local file or folder (backed up first, into a snapshot tagged ``published``)
         or content the vault holds (``SNAPSHOT:PATH``, e.g. ``latest:records/x.pdf``): its UnixFS
         DAG is computed from the vault's stored copy, written as a CAR to ``car`` if given, and
@@ -68,7 +69,7 @@ class PublishingDoor(DoorParts):
                 if default_name:   # the NFT name is then known before the node is
                     local_dag = publish_local.start(local, prof, car=car, nft=None if nft is None else (
                         nft.name or default_name, nft.description))
-                res = self.backup([str(local)], progress=progress, tags=[PUBLISHED_TAG])
+                res = self.backup([str(local)], progress=progress, tags=[PUBLISHED_TAG], degraded=degraded)
                 sid, snap = res.id, res.snapshot
                 if snap.skipped:
                     raise Incomplete(f"snapshot {sid[:12]} was saved, but {len(snap.skipped)} path(s) could not "
@@ -80,7 +81,7 @@ class PublishingDoor(DoorParts):
             else:
                 raise UsageError(f"{path!r}: no such file or folder (to publish what the vault holds, name it as "
                                  "SNAPSHOT:PATH, e.g. latest:records/x.pdf)")
-            op = self._op()
+            op = self._op(degraded)  # degraded: the record needs k+1 providers, as a backup's objects
             if not backed_up:
                 sid, snap = op.resolve_snapshot(ref or "latest")
             for torn in snap.torn:

@@ -33,6 +33,8 @@ def publish(
     name: Annotated[str | None, typer.Option("--name", help="--nft: the token's name (default: the file's "
                                                             "name).")] = None,
     description: Annotated[str | None, typer.Option("--description", help="--nft: its description.")] = None,
+    degraded: Annotated[bool, typer.Option("--degraded", help="Proceed when some providers are down, if at "
+                                                               "least k+1 take the writes.")] = False,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -45,7 +47,7 @@ def publish(
         raise UsageError(f"{car} exists: choose another --car (a CAR file is never overwritten)")
     info = NftInfo(name=name or "", description=description or "") if nft else None
     with open_vault(passphrase_file) as v, progress_for("publish", as_json) as prog:
-        res = v.publish(path, profile=profile, car=car, nft=info, progress=prog)
+        res = v.publish(path, profile=profile, car=car, nft=info, progress=prog, degraded=degraded)
     if as_json:
         emit({"id": res.id, "cid": res.cid, "uri": res.uri, "profile": res.profile, "snapshot": res.snapshot,
               "path": res.path, "kind": res.kind, "size": res.size, "blocks": res.blocks,
