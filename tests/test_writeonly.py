@@ -284,3 +284,35 @@ def test_snapshots_json_names_the_writer(world) -> None:  # type: ignore[no-unty
     listed = {s["id"]: s for s in json.loads(env.cli("snapshots", "--json").stdout)}
     assert listed[sid]["writer"] == "nas"
     assert all(s["writer"] is None for i, s in listed.items() if i != sid)
+
+
+def test_prune_does_not_launder_a_machines_packs_into_the_owners(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A prune rewrites index objects under the owner's signature; the machine's packs it keeps
+    must stay the machine's, or the owner would then deduplicate against a poisoned blob."""
+    from freehold.api import PruneOptions
+
+    env, own, nas, _key_file, nas_home = world
+    secret = b"the owner's will " * 700
+    w, op = _writer_op(nas_home)
+    ref = w._store.keys.blob_id(secret)
+    evil = b"EVIL" * (len(secret) // 4)
+    parts: list[bytes | bytearray] = [op.codec.seal(ref, BLOB_DATA, evil)]
+    entries = [PackEntry(id=w._store.keys.locate(ref), t=BLOB_DATA, o=0, l=len(parts[0]), s=len(evil))]
+    close_pack(w._store.keys, parts, entries)
+    op.write_index([op.packs.write(parts, entries)])
+    w.close()
+    (nas / "will.txt").write_bytes(secret)       # the machine's own snapshot now uses its poisoned blob
+    w = Vault.open(NAS_PASS, home=nas_home)
+    w.backup([str(nas)])
+    w.close()
+    v = env.open()
+    v.forget(ids=[s for s, snap in v.snapshots() if snap.writer == ""][:1])
+    v.prune(PruneOptions(max_unused=0.0))
+    v.close()
+    (own / "will.txt").write_bytes(secret)
+    v = env.open()
+    _, _, stats = v.backup([str(own)])
+    assert stats.new_bytes >= len(secret)         # not deduplicated against the machine's pack
+    v.restore("latest", tmp_path / "back")
+    assert (tmp_path / "back" / "owner" / "will.txt").read_bytes() == secret
+    v.close()

@@ -61,6 +61,7 @@ class IndexFile(msgspec.Struct, frozen=True, omit_defaults=True):
     time: str = ""                     # 1.3: ISO 8601 UTC time written ("": unknown, counts as old)
     writer: str = ""                   # 2.0: who signed it: "" the owner, else a writer's label
     sig: bytes = b""                   # 2.0: Ed25519 over the object with ``sig`` empty (design §23)
+    foreign: dict[str, list[bytes]] = {}   # 2.0, owner-signed only: packs listed for a machine, by label
 
 
 class Deletion(msgspec.Struct, frozen=True, omit_defaults=True):

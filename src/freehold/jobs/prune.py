@@ -180,7 +180,20 @@ class Prune:
         compressor = Compressor()
         for at, batch in _batches(wanted):
             self.progress("repack", at, len(wanted))
-            blobs = op.reader.read_sealed([self._refs[e.id] for e, _ in batch])
+            refs = [self._refs[e.id] for e, _ in batch]
+            # 2.0: what moves from a machine's pack into the owner's new one is verified first (the
+            # reference of its plaintext), never copied on authentication alone: a machine knows
+            # the keys of what it wrote, and the owner trusts its own packs (design §23).
+            mine = [r for (_, pid), r in zip(batch, refs, strict=True) if not op.index.author(pid)]
+            theirs = [r for (_, pid), r in zip(batch, refs, strict=True) if op.index.author(pid)]
+            blobs = op.reader.read_sealed(mine) if mine else {}
+            if theirs:
+                try:
+                    blobs.update({r: (False, data) for r, data in op.reader.read_blobs(theirs).items()})
+                except IntegrityError as exc:
+                    raise IntegrityError(f"a machine's pack holds a blob that is not what its reference names ({exc}); "
+                                         "nothing was deleted: forget that machine's snapshots that use it (see "
+                                         "'freehold check --read-data'), then prune again") from None
             for e, _ in batch:
                 ref = self._refs[e.id]
                 sealed, data = blobs[ref]

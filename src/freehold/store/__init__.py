@@ -196,6 +196,12 @@ class Operation:
             idx = formats.IndexFile(v=formats.FORMAT_VERSION, packs=records,
                                     time=(now + timedelta(microseconds=step)).isoformat(timespec="microseconds"))
             if self.store.keys.version >= 2:
+                if self.store.keys.label == "":  # machines' packs stay theirs (design §23)
+                    foreign: dict[str, list[bytes]] = {}
+                    for rec in records:
+                        if self.index.has_pack(rec.id) and (who := self.index.author(rec.id)):
+                            foreign.setdefault(who, []).append(rec.id)
+                    idx = msgspec.structs.replace(idx, foreign=foreign)
                 idx = writers.sign_index(self.store.keys, self.config.vault_id, idx)
             plain = formats.encode(idx)
             name = self.store.keys.name_id(plain).hex()

@@ -121,8 +121,11 @@ class Index:
                     self._blobs[e.id] = BlobLoc(rec.id, e)
 
     def add_file(self, name_hex: str, idx: formats.IndexFile, author: str = "") -> None:
+        # 2.0: an owner-signed object re-lists machines' packs (after a prune or repair) under
+        # their machine's name: they stay the machine's, so the owner never deduplicates on them.
+        on_behalf = {pid: label for label, pids in idx.foreign.items() for pid in pids} if author == "" else {}
         for rec in idx.packs:
-            self.add_pack(rec, idx.time, name_hex, author)
+            self.add_pack(rec, idx.time, name_hex, on_behalf.get(rec.id, author))
         self.names.add(name_hex)
         self.times[name_hex] = idx.time
 
