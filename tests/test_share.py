@@ -311,3 +311,20 @@ def test_share_with_a_provider_down_needs_degraded(shared_env: tuple[Env, Path],
     env.cli("share", str(src / "health"), "--to", pub, "--out", str(tmp_path / "b.cap"), "--degraded")
     with SharedVault.open((tmp_path / "b.cap").read_text(), ident) as sv:
         assert "health/diagnosis-2026.txt" in [p for p, _ in sv.ls()]
+
+
+def test_maintain_deletes_expired_grant_objects(shared_env: tuple[Env, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from freehold import vault_sharing
+
+    env, src = shared_env
+    _, pub = _identity(tmp_path)
+    v = env.open()
+    res = v.share(str(src / "health"), [pub], expires="1d")
+    v.close()
+    assert all((p / "shared" / res.id).exists() for p in env.providers)
+    monkeypatch.setattr(vault_sharing, "utc_stamp", lambda precise=False: "2999-01-01T00:00:00+00:00")
+    v = env.open()
+    v.maintain()
+    v.close()
+    assert not any((p / "shared" / res.id).exists() for p in env.providers)

@@ -22,3 +22,4 @@ class DoorParts:
     def _op(self, degraded: bool = False) -> Operation: ...  # provided by Vault
     def _finish(self, op: Operation) -> Any: ...              # provided by Vault
     def _change_config(self, op: Operation, mutate: Callable[[formats.Config], formats.Config]) -> list[str]: ...
+    def _expire_grants(self, op: Operation) -> list[formats.Grant]: ...      # provided by SharingDoor

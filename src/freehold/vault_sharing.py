@@ -96,20 +96,33 @@ class SharingDoor(DoorParts):
         self._finish(op)
         return _info(g)
 
-    def _refresh_grants(self, op: Operation, sid: str, snap: formats.Snapshot) -> None:
-        """After a backup: live grants whose path the new snapshot holds see it; expired and
-        revoked grants' objects are deleted (again, should a provider have kept or restored one).
-        A failure here is a warning: the backup itself is complete."""
+    def _expire_grants(self, op: Operation) -> list[formats.Grant]:
+        """Delete the objects of revoked and expired grants wherever they are listed (again, should
+        a provider have kept or restored one); the grants still in force. Run by every backup and
+        every ``maintain``; a failure is a warning."""
         try:
             if not op.replicas.listing(grants.GRANTS_PREFIX).names:
-                return
+                return []
             present = set(op.replicas.listing(grants.SHARED_PREFIX).names)
             now = utc_stamp()
+            live = []
             for g in grants.grants(op.replicas, self._store.keys.metadata, op.session.warn):
                 if g.revoked or _expired(g, now):
                     if grants.SHARED_PREFIX + g.name.hex() in present:
                         grants.delete_shared(op.replicas, g.name)
-                    continue
+                else:
+                    live.append(g)
+            return live
+        except FreeholdError as exc:
+            op.session.warn(f"grants were not checked for expiry: {exc}")
+            return []
+
+    def _refresh_grants(self, op: Operation, sid: str, snap: formats.Snapshot) -> None:
+        """After a backup: live grants whose path the new snapshot holds see it; expired and
+        revoked grants' objects are deleted. A failure here is a warning: the backup itself is
+        complete."""
+        try:
+            for g in self._expire_grants(op):
                 if not g.live:
                     continue
                 try:

@@ -104,6 +104,7 @@ class UpkeepDoor(DoorParts):
                                              or orphans.retired_packs):
             rep.prune = self.prune(PruneOptions(), progress)
         op = self._op()
+        self._expire_grants(op)  # the sharing mixin's: expired grants end here too
         record = formats.Maintenance(v=formats.FORMAT_VERSION, time=utc_stamp(), host=host, period_days=subsets,
                                      subset=(subset + 1) % subsets, subsets=subsets)
         maintenance.write(op.replicas, key, record, op.maintenance_quorum())
