@@ -222,12 +222,15 @@ def test_provider_gone_during_repair_then_rerun(tmp_path: Path, monkeypatch: pyt
 
     def wrap(pid: str, prov: object) -> object:
         if pid == "p2":
-            gone[pid] = Vanishing(prov, after=1)
+            # Gone at its first share read (it answered the listing and the opening): which
+            # providers a repair reads from depends on timing, so a second read of p2 is not sure
+            # to come (CI saw a run where it did not).
+            gone[pid] = Vanishing(prov, after=0)
             return gone[pid]
         return prov
 
     with e.open(wrap=wrap) as v:
-        rep = v.repair()  # p2 goes away after one share read: the others are read instead
+        rep = v.repair()  # p2 goes away during the repair: the others are read instead
     assert gone["p2"].down and rep.shares_rebuilt > 0
     away = tmp_path / "p2-away"
     e.providers[1].rename(away)  # and stays away
