@@ -61,8 +61,9 @@ class _PackStream:
         self.entries: list[PackEntry] = []
 
     def add(self, blob_id: bytes, env: bytes | bytearray, size: int) -> None:
-        self.entries.append(PackEntry(id=self.owner.keys.locate(blob_id), t=self.blob_type, o=self.size,
-                                      l=len(env), s=size))
+        locate = self.owner.locate
+        self.entries.append(PackEntry(id=blob_id if locate is None else locate(blob_id), t=self.blob_type,
+                                      o=self.size, l=len(env), s=size))
         self.parts.append(env)
         self.size += len(env)
         if self.size >= self.owner.config.pack_size:
@@ -102,7 +103,8 @@ class Backup(Walker):
         # 2.0: deduplicate only against packs the owner or this key signed (design §23).
         trust = frozenset({"", self.keys.label})
         self._stored: Callable[[bytes], bool] = (
-            self.index.__contains__ if self.keys.version < 2 else lambda ref: self.index.trusted(ref, trust))
+            self.index.has_id() if self.keys.version < 2 else lambda ref: self.index.trusted(ref, trust))
+        self.locate = None if self.keys.version < 2 else self.keys.locate   # format 1: ids are references
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="freehold-seal")
         self._pack_pool = ThreadPoolExecutor(MAX_PACKS_IN_FLIGHT, thread_name_prefix="freehold-pack")
         self._pack_slots = threading.BoundedSemaphore(MAX_PACKS_IN_FLIGHT)

@@ -13,7 +13,6 @@ import typer
 from ..api import NftInfo
 from ..console import progress_for
 from ..errors import UsageError
-from ..gateway import serve
 from ..unixfs import DEFAULT_PROFILE, PROFILES
 from .common import JsonOpt, PassFileOpt, app, emit, local_time, open_vault, out, size, table
 
@@ -118,5 +117,7 @@ def gateway(
                       f"  curl -H 'Authorization: Bearer {token}' '{url}/ipfs/CID?format=car'", file=sys.stderr)
             print("Ctrl-C stops it.", file=sys.stderr)
             sys.stderr.flush()
+
+        from ..gateway import serve  # lazily: the HTTP server's imports are not every command's
 
         serve(source, port, token, ready)

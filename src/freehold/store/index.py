@@ -61,6 +61,11 @@ class Index:
         """Where the blob a tree reference names is read from."""
         return self._blobs.get(self.locate(ref))
 
+    def has_id(self) -> Callable[[bytes], bool]:
+        """The membership test of index ids, as a plain function (the backup's hot path: in
+        format 1, where references are ids, it answers for references too)."""
+        return self._blobs.__contains__
+
     def lookup_id(self, blob_id: bytes) -> BlobLoc | None:
         """Where the blob of an index id (a pack entry's ``id``) is read from."""
         return self._blobs.get(blob_id)

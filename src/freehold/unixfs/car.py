@@ -13,9 +13,6 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-import dag_cbor
-from multiformats import CID
-
 from freehold.errors import IntegrityError
 
 from .blocks import Block
@@ -44,6 +41,9 @@ def verify_block(cid: bytes, data: bytes) -> None:
 
 
 def _header(roots: list[bytes]) -> bytes:
+    import dag_cbor  # lazily: multiformats and dag-cbor cost ~45 ms of every command's start
+    from multiformats import CID
+
     return dag_cbor.encode({"roots": [CID.decode(bytes(r)) for r in roots], "version": 1})
 
 
@@ -109,6 +109,9 @@ def _cid_length(section: bytes) -> int:
 
 
 def _parse_header(header: bytes) -> list[bytes]:
+    import dag_cbor  # lazily, as in _header
+    from multiformats import CID
+
     try:
         value = dag_cbor.decode(header)
     except Exception as exc:  # dag_cbor raises several error types on garbage

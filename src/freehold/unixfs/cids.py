@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from multiformats import CID
-
 from freehold.errors import IntegrityError, UsageError
 
 RAW = 0x55
@@ -107,6 +105,8 @@ def cid_str(cid: bytes) -> str:
     except IntegrityError as exc:
         raise UsageError(f"not a CID: {exc}") from None
     if version == 0:
+        from multiformats import CID  # lazily: ~30 ms of import, not every command's
+
         return str(CID.decode(bytes(cid)))
     return "b" + base64.b32encode(bytes(cid)).decode("ascii").lower().rstrip("=")
 
@@ -123,6 +123,8 @@ def parse_cid(text: str) -> bytes:
             if cid_str(raw) != text:       # upper case, padding or stray low bits
                 raise ValueError("not canonical base32")
         else:
+            from multiformats import CID  # lazily, as in cid_str
+
             raw = bytes(CID.decode(text))
             split_cid(raw)
     except (ValueError, KeyError, IntegrityError, UsageError, TypeError) as exc:   # binascii.Error is a ValueError
