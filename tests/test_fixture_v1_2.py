@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +29,8 @@ import pytest
 import freehold
 from freehold.vault import Vault
 
+from .stored_vaults import assert_restored_with_meta as assert_restored
+
 FIXTURE = Path(__file__).resolve().parent / "data" / "vault-v1.2"
 SRC = Path(__file__).resolve().parents[1] / "src"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
@@ -39,9 +40,6 @@ PROVIDERS = [f"p{i}" for i in range(1, EXPECTED["n"] + 1)]
 WRITTEN_AT = Path(EXPECTED["providers_at"])   # where the writer had them; recorded in the config
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="restoring owners and device nodes needs root")
-NOATIME = getattr(os, "O_NOATIME", 0)
-TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
-         stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev"}
 
 
 # ------------------------------------------------------------------ fixtures and helpers
@@ -73,84 +71,10 @@ def stored_objects(root: Path) -> set[str]:
     return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
 
 
-def read_quietly(path: Path) -> bytes:
-    """A file's bytes, leaving its atime alone where O_NOATIME is allowed (lstat came first anyway)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | NOATIME)
-    except PermissionError:
-        fd = os.open(path, os.O_RDONLY)
-    try:
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    finally:
-        os.close(fd)
 
 
-def describe(root: Path) -> list[dict[str, Any]]:
-    """Every entry of a restored tree (root included), as expected.json records it, from os.lstat,
-    os.readlink, os.listxattr/getxattr and the bytes. Every lstat is taken before any content
-    is read, so that reading does not move an atime first. A hardlinked file's ``link`` is the
-    first path (in walk order) of the entries sharing its (st_dev, st_ino)."""
-    rels = [""]
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rels += [os.path.relpath(os.path.join(dirpath, n), root) for n in sorted(dirnames + filenames)]
-    stats = {rel: (root / rel if rel else root).lstat() for rel in rels}
-    prefix = root.name
-    groups: dict[tuple[int, int], str] = {}
-    for rel in rels:
-        if stat.S_ISREG(stats[rel].st_mode) and stats[rel].st_nlink > 1:
-            groups.setdefault((stats[rel].st_dev, stats[rel].st_ino), f"{prefix}/{rel}")
-    out = []
-    for rel in rels:
-        p, st = (root / rel if rel else root), stats[rel]
-        kind = TYPES[stat.S_IFMT(st.st_mode)]
-        entry: dict[str, Any] = {"path": f"{prefix}/{rel}" if rel else prefix, "type": kind,
-                                 "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns,
-                                 "uid": st.st_uid, "gid": st.st_gid}
-        if kind not in ("dir", "symlink"):
-            entry["atime_ns"] = st.st_atime_ns
-        if kind == "symlink":
-            target = os.fsencode(os.readlink(p))
-            entry.update(size=len(target), target=os.fsdecode(target), blake3=blake3.blake3(target).hexdigest())
-        elif kind == "file":
-            data = read_quietly(p)
-            entry.update(size=len(data), blake3=blake3.blake3(data).hexdigest(), nlink=st.st_nlink,
-                         sparse=st.st_blocks * 512 < st.st_size)
-            if st.st_nlink > 1:
-                entry["link"] = groups[(st.st_dev, st.st_ino)]
-        elif kind in ("chardev", "blockdev"):
-            entry["rdev"] = [os.major(st.st_rdev), os.minor(st.st_rdev)]
-        entry["xattrs"] = {n: os.getxattr(p, n, follow_symlinks=False).hex()
-                           for n in sorted(os.listxattr(p, follow_symlinks=False))}
-        out.append(entry)
-    return out
 
 
-def assert_restored(target: Path, snap: dict[str, Any]) -> None:
-    roots = sorted(os.listdir(target))
-    assert roots == [Path(p).name for p in snap["paths"]], roots
-    tree = target / roots[0]
-    got = {e["path"]: e for e in describe(tree)}
-    want = {e["path"]: e for e in snap["entries"]}
-    assert sorted(got) == sorted(want), sorted(set(got) ^ set(want))
-    wrong = {p: {k: (want[p].get(k), got[p].get(k)) for k in sorted(want[p].keys() | got[p].keys())
-                 if want[p].get(k) != got[p].get(k)} for p in want if got[p] != want[p]}
-    assert not wrong, f"(expected, restored) where they differ: {wrong}"
-    # The 1.2 points, spelled out (describe already compared them):
-    at = {p: target / p for p in want}
-    links = [p for p, e in want.items() if e.get("link")]
-    assert len(links) >= 2 and len({(at[p].lstat().st_dev, at[p].lstat().st_ino) for p in links}) == 1
-    for p, e in want.items():
-        st = at[p].lstat()
-        if e["type"] in ("chardev", "blockdev"):
-            assert st.st_rdev == os.makedev(*e["rdev"]), p
-        if e["type"] == "file" and e["sparse"]:
-            assert st.st_blocks * 512 < st.st_size // 2, p   # restored with its hole
-        for name, value in e["xattrs"].items():
-            assert os.getxattr(at[p], name, follow_symlinks=False) == bytes.fromhex(value), (p, name)
-    kinds = {e["type"] for e in want.values()}
-    assert {"file", "dir", "symlink", "fifo", "chardev", "blockdev"} <= kinds
 
 
 def restore_all(v: Vault, where: Path) -> None:
