@@ -71,12 +71,6 @@ def stored_objects(root: Path) -> set[str]:
     return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
 
 
-
-
-
-
-
-
 def restore_all(v: Vault, where: Path) -> None:
     for i, s in enumerate(SNAPSHOTS):
         stats = v.restore(s["id"], where / f"r{i}")
