@@ -39,7 +39,7 @@ class SharedVault:
     @classmethod
     def open(cls, text: str, identity: Path, *, wrap: Wrap | None = None, hedge_after: float = 2.0) -> SharedVault:
         cap = caps.read(text, caps.load_identity(identity))
-        if cap.expires and cap.expires <= utc_stamp():
+        if grants.expired(cap.expires, utc_stamp()):
             raise UsageError(f"this capability expired at {cap.expires}")
         providers = {}
         for p in cap.providers:
@@ -59,7 +59,7 @@ class SharedVault:
             store.attach(config, keys)
             op = store.operation(session)
             shared = grants.read_shared(op.replicas, cap.key, cap.name, cap.vault_id)
-            if shared.expires and shared.expires <= utc_stamp():
+            if grants.expired(shared.expires, utc_stamp()):
                 raise UsageError(f"this share expired at {shared.expires}")
             keys.granted.update(shared.keys)
             for rec in shared.packs:

@@ -34,10 +34,6 @@ def _info(g: formats.Grant) -> GrantInfo:
                      live=g.live, expires=g.expires, revoked=g.revoked, label=g.label)
 
 
-def _expired(g: formats.Grant, now: str) -> bool:
-    return bool(g.expires) and g.expires <= now
-
-
 class SharingDoor(DoorParts):
 
     def share(self, path: str, to: list[str], *, snapshot: str = "latest", live: bool = False,
@@ -107,7 +103,7 @@ class SharingDoor(DoorParts):
             now = utc_stamp()
             live = []
             for g in grants.grants(op.replicas, self._store.keys.metadata, op.session.warn):
-                if g.revoked or _expired(g, now):
+                if g.revoked or grants.expired(g.expires, now):
                     if grants.SHARED_PREFIX + g.name.hex() in present:
                         grants.delete_shared(op.replicas, g.name)
                 else:

@@ -15,14 +15,18 @@ from typing import TypeVar
 
 from .. import formats
 from ..crypto import KIND_GRANT, KIND_PUBLISHED, KIND_SHARED, open_sealed, seal
-from ..errors import FreeholdError, IntegrityError, ObjectNotFound
-from ..providers.base import Provider
+from ..errors import FreeholdError, IntegrityError
 from .replicas import ReplicaSet
 
 SHARED_PREFIX = "shared/"
 GRANTS_PREFIX = "grants/"
 PUBLISHED_PREFIX = "published/"
 T = TypeVar("T")
+
+
+def expired(expires: str, now: str) -> bool:
+    """Whether a grant's ``expires`` (ISO 8601 UTC, "" never) has passed at ``now`` (same form)."""
+    return bool(expires) and expires <= now
 
 
 def new_name() -> bytes:
@@ -46,24 +50,9 @@ def open_shared(key: bytes, name: bytes, vault_id: bytes, env: bytes) -> formats
     return obj
 
 
-def _newest(replicas: ReplicaSet, name: str, verify: Callable[[bytes], T], time: Callable[[T], str]) -> T:
-    """The newest copy of ``name`` that verifies among the providers that answer."""
-    def one(prov: Provider) -> T:
-        return verify(prov.get(name))
-    got = replicas.gather(one)
-    good = [v for v in got.values() if not isinstance(v, FreeholdError)]
-    if good:
-        return max(good, key=time)
-    errors = [v for v in got.values() if isinstance(v, FreeholdError)]
-    bad = [e for e in errors if not isinstance(e, ObjectNotFound)]
-    if bad:
-        raise bad[0]
-    raise ObjectNotFound(f"{name} is on no reachable provider")
-
-
 def read_shared(replicas: ReplicaSet, key: bytes, name: bytes, vault_id: bytes) -> formats.Shared:
-    return _newest(replicas, SHARED_PREFIX + name.hex(), lambda env: open_shared(key, name, vault_id, env),
-                   lambda s: s.time)
+    return replicas.newest(SHARED_PREFIX + name.hex(), lambda env: open_shared(key, name, vault_id, env),
+                           lambda s: s.time)
 
 
 def write_shared(replicas: ReplicaSet, key: bytes, obj: formats.Shared, quorum: int) -> list[str]:
@@ -100,7 +89,7 @@ def grants(replicas: ReplicaSet, metadata_key: bytes, warn: Callable[[str], None
         hexname = full[len(GRANTS_PREFIX):]
         try:
             name = bytes.fromhex(hexname)
-            out.append(_newest(replicas, full, _grant_verifier(metadata_key, name), _stamp))
+            out.append(replicas.newest(full, _grant_verifier(metadata_key, name), _stamp))
         except ValueError:
             warn(f"ignored {full}: not a grant name")
         except FreeholdError as exc:

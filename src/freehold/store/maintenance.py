@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 from .. import formats
 from ..crypto import KIND_MAINTENANCE, open_sealed, seal
-from ..errors import ObjectNotFound
-from ..providers.base import Provider
+from ..errors import FreeholdError
 from .clock import age_seconds
 from .replicas import ReplicaSet
 
@@ -27,19 +26,12 @@ def _open(key: bytes):  # type: ignore[no-untyped-def]
 
 def newest(replicas: ReplicaSet, key: bytes) -> formats.Maintenance | None:
     """The newest valid maintenance record among the providers that answer (a majority, and
-    the others within the hedge delay: a stalled provider costs that delay, never a hang)."""
-    verify = _open(key)
-
-    def one(prov: Provider) -> formats.Maintenance | None:
-        try:
-            return verify(prov.get(MAINTENANCE_NAME))
-        except ObjectNotFound:
-            return None
-    best = None
-    for got in replicas.gather(one).values():
-        if isinstance(got, formats.Maintenance) and (best is None or got.time > best.time):
-            best = got
-    return best
+    the others within the hedge delay: a stalled provider costs that delay, never a hang);
+    None when no provider holds one that verifies."""
+    try:
+        return replicas.newest(MAINTENANCE_NAME, _open(key), lambda r: r.time)
+    except FreeholdError:
+        return None
 
 
 def write(replicas: ReplicaSet, key: bytes, record: formats.Maintenance, quorum: int) -> list[str]:

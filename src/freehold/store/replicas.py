@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..errors import FreeholdError, IntegrityError, ObjectNotFound, ProviderError, ProviderUnavailable, QuorumError
 from ..providers.base import Data, Provider
@@ -120,6 +120,22 @@ class ReplicaSet:
         return out
 
     # ------------------------------------------------------------------ reads
+
+    def newest(self, name: str, verify: Callable[[bytes], T], rank: Callable[[T], Any]) -> T:
+        """Of an object replaced in place (grant objects, the writers' config, the maintenance
+        record), the copy that verifies and ranks highest among the providers that answer (a
+        majority, the others within the hedge delay): a provider replaying an older copy is
+        outvoted. Fails with the first refusal if no copy verifies, ObjectNotFound if none exists."""
+        def one(prov: Provider) -> T:
+            return verify(prov.get(name))
+        got = self.gather(one)
+        good = [v for v in got.values() if not isinstance(v, FreeholdError)]
+        if good:
+            return max(good, key=rank)
+        bad = [e for e in got.values() if isinstance(e, FreeholdError) and not isinstance(e, ObjectNotFound)]
+        if bad:
+            raise bad[0]
+        raise ObjectNotFound(f"{name} is on no reachable provider")
 
     def read(self, name: str, verify: Callable[[bytes], T], *, pids: list[str] | None = None) -> Verified[T]:
         """The first copy of ``name`` that verifies. A provider that fails, serves a copy that

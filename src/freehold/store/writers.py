@@ -22,8 +22,7 @@ from pyrage import x25519
 
 from .. import formats
 from ..crypto import KIND_CONFIG, KIND_SNAPSHOT, VaultKeys, open_sealed, seal, sign, verify_signature
-from ..errors import FreeholdError, IntegrityError, ObjectNotFound
-from ..providers.base import Provider
+from ..errors import IntegrityError, ObjectNotFound
 from .replicas import ReplicaSet
 
 WRITER_CONFIG = "writer-config"
@@ -71,8 +70,8 @@ def write_writer_config(replicas: ReplicaSet, keys: VaultKeys, config: formats.C
 
 def read_writer_config(replicas: ReplicaSet, keys: VaultKeys, vault_id: bytes) -> formats.Config:
     """The newest writers' config that the owner signed, among the providers that answer."""
-    def one(prov: Provider) -> formats.Config:
-        signed = formats.decode(prov.get(WRITER_CONFIG), formats.Signed, "writers' config")
+    def verify(env: bytes) -> formats.Config:
+        signed = formats.decode(env, formats.Signed, "writers' config")
         if not verify_signature(keys.owner_pub, signed.sig, _CONFIG + vault_id + signed.body):
             raise IntegrityError("writers' config is not signed by the vault's owner")
         plain = open_sealed(keys.index, KIND_CONFIG, WRITER_CONFIG.encode(), signed.body, "writers' config")
@@ -80,14 +79,10 @@ def read_writer_config(replicas: ReplicaSet, keys: VaultKeys, vault_id: bytes) -
         if config.vault_id != vault_id:
             raise IntegrityError("writers' config belongs to another vault")
         return config
-    got = replicas.gather(one)
-    good = [c for c in got.values() if isinstance(c, formats.Config)]
-    if good:
-        return max(good, key=lambda c: (c.generation, c.change))
-    bad = [e for e in got.values() if isinstance(e, FreeholdError) and not isinstance(e, ObjectNotFound)]
-    if bad:
-        raise bad[0]
-    raise ObjectNotFound("the vault's providers hold no writers' config (is this a 2.0 vault?)")
+    try:
+        return replicas.newest(WRITER_CONFIG, verify, lambda c: (c.generation, c.change))
+    except ObjectNotFound:
+        raise ObjectNotFound("the vault's providers hold no writers' config (is this a 2.0 vault?)") from None
 
 
 # -- writers' snapshots ----------------------------------------------------------------------------
