@@ -71,6 +71,12 @@ def location(prov: Provider) -> tuple[str, ...]:
     return tuple(loc) if loc else ("url", prov.info.url.rstrip("/"))
 
 
+def own_dirs(home: Path, providers: dict[str, Provider]) -> list[str]:
+    """Freehold's own directories on this machine, which a backup leaves out: the home and the
+    local-directory providers."""
+    return [str(home), *(loc[-1] for p in providers.values() if (loc := location(p))[0] == "file")]
+
+
 def refuse_overlaps(providers: dict[str, Provider]) -> None:
     """The same storage under two names (or one inside another) would count one disk twice."""
     items = [(pid, location(p)) for pid, p in providers.items()]

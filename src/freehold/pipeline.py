@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from . import formats
 from .chunking import Chunker, Compressor
-from .errors import ConflictError, FreeholdError
+from .errors import ConflictError, FreeholdError, QuorumError
 from .formats import BLOB_DATA, BLOB_TREE, Meta, Node, PackEntry, PackRecord
 from .progress import NullProgress, Progress
 from .selection import snapshot_layout
@@ -35,7 +35,7 @@ from .store.deletions import SAFETY_WINDOW
 from .store.packs import close_pack
 from .walker import BackupStats, Walker
 
-__all__ = ["Backup", "BackupStats"]
+__all__ = ["Backup", "BackupStats", "check_writable", "run_locked"]
 
 INDEX_EVERY = 4            # packs per index checkpoint: bounds the work a crash can lose ...
 INDEX_SECONDS = 30.0       # ... and so does time: a checkpoint at least this often while packs land
@@ -48,6 +48,42 @@ MAX_PACKS_IN_FLIGHT = 2    # packs (~16 MiB each) being erasure-coded and writte
 STDIN_MODE = 0o644
 
 log = logging.getLogger("freehold")
+
+
+def check_writable(op: Operation, plan: Plan, degraded: bool) -> None:
+    """Before a backup writes anything: every provider must take writes, unless ``degraded``;
+    then at least k+1 must, and the others are marked down for the operation (their shares are
+    recorded as missing). A dry run asks nothing."""
+    if plan.dry_run:
+        return
+    total = len(op.store.providers)
+    failures = {pid: r for pid, r in op.replicas.gather(lambda p: p.check_writable(), enough=total).items()
+                if isinstance(r, FreeholdError)}
+    if failures and not degraded:
+        pid, exc = sorted(failures.items())[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise type(exc)(f"provider {pid} cannot take writes: {exc}{more}; nothing was written "
+                        "(use --degraded to back up to the others)")
+    op.session.down.update(failures)
+    up = total - len(failures)
+    if failures and up < op.config.k + 1:
+        raise QuorumError(f"only {up} providers take writes; even a degraded backup needs k+1 = {op.config.k + 1}")
+
+
+def run_locked(op: Operation, plan: Plan, progress: Progress | None, own: dict[tuple[int, int], str],
+               parent: tuple[str, formats.Snapshot] | None, tags: list[str] | None
+               ) -> tuple[str, formats.Snapshot, BackupStats]:
+    """The backup itself, under the shared lock taken before the index is read again: a prune
+    that sees no backup lock knows no backup loaded the index it replaces (design §15a)."""
+    held = None if plan.dry_run else op.locks.acquire("backup", exclusive=False)
+    try:
+        op.load_index()
+        job = Backup(op, plan, progress, own)
+        sid, snap = job.run(parent, tags)
+    finally:
+        if held is not None:
+            held.release()
+    return sid, snap, job.stats
 
 
 class _PackStream:

@@ -86,30 +86,41 @@ def read(home: Path) -> LocalState:
         raise VaultNotFound(f"{path} is not a Freehold vault configuration ({exc})") from None
 
 
-def write(home: Path, state: LocalState, *, required: bool = False) -> None:
-    """Replace vault.json atomically and durably. ``required`` False: a failure (read-only
-    home) is a warning, for commands whose state update is only a memo."""
-    path = home / STATE_FILE
-    tmp = home / f".{STATE_FILE}.{secrets.token_hex(6)}.tmp"
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` (mode 0600) atomically and durably: a unique temporary name, fsynced,
+    renamed, the directory fsynced. On failure the temporary file is removed and OSError raised."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, (json.dumps(asdict(state), indent=2) + "\n").encode())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dfd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    except OSError as exc:
+    except OSError:
         try:
             tmp.unlink()
         except OSError:
             pass
+        raise
+
+
+def write(home: Path, state: LocalState, *, required: bool = False) -> None:
+    """Replace vault.json atomically and durably. ``required`` False: a failure (read-only
+    home) is a warning, for commands whose state update is only a memo."""
+    path = home / STATE_FILE
+    try:
+        replace_private(path, (json.dumps(asdict(state), indent=2) + "\n").encode())
+    except OSError as exc:
         if required:
             raise
         log.warning("cannot update %s: %s", path, exc.strerror or exc)

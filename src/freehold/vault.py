@@ -33,9 +33,9 @@ from .assembly import (
     copy_metadata,
     drop_unlisted,
     leave_nothing,
-    location,
     open_one,
     outcome_of,
+    own_dirs,
     place_markers,
     refuse_overlaps,
     unlock,
@@ -43,14 +43,12 @@ from .assembly import (
 from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
 from .crypto import VaultKeys
 from .errors import (
-    FreeholdError,
     GuardianShareError,
     IntegrityError,
-    QuorumError,
     UsageError,
     WrongPassphrase,
 )
-from .pipeline import Backup
+from .pipeline import check_writable, run_locked
 from .progress import NullProgress, Progress
 from .providers import Provider
 from .restore import Restore, RestoreOptions, RestoreStats
@@ -474,22 +472,9 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor, PublishingDoor)
         then the backup proceeds when at least k+1 do, and the missing shares are recorded.
         ``options``: restic's selection, dry run, stdin (sources.plan_backup); a dry run writes nothing."""
         plan = plan_backup(paths, options or BackupOptions(), os.environ, progress or NullProgress())
-        own = own_state([str(self.home), *(loc[-1] for p in self._store.providers.values()
-                                           if (loc := location(p))[0] == "file")], plan.sources)
+        own = own_state(own_dirs(self.home, self._store.providers), plan.sources)
         op = self._op(degraded)
-        failures = {} if plan.dry_run else {pid: r for pid, r in op.replicas.gather(lambda p: p.check_writable(),
-                                                                    enough=len(self._store.providers)).items()
-                    if isinstance(r, FreeholdError)}
-        cfg = self._store.config
-        if failures and not degraded:
-            pid, exc = sorted(failures.items())[0]
-            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-            raise type(exc)(f"provider {pid} cannot take writes: {exc}{more}; nothing was written "
-                            "(use --degraded to back up to the others)")
-        op.session.down.update(failures)
-        up = len(self._store.providers) - len(failures)
-        if failures and up < cfg.k + 1:
-            raise QuorumError(f"only {up} providers take writes; even a degraded backup needs k+1 = {cfg.k + 1}")
+        check_writable(op, plan, degraded)
         op.packs.check_placement()
         snapshot_listing = op.objects.listing(SNAPSHOT_PREFIX) if plan.dry_run else self._heal(op)
         wanted = plan.paths
@@ -500,21 +485,12 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor, PublishingDoor)
             if sorted(snap.paths) == wanted:
                 parent = (sid, snap)
                 break
-        # The shared lock is taken before the index is read again: a prune that sees no backup
-        # lock knows no backup loaded the index it replaces (design §15a).
-        held = None if plan.dry_run else op.locks.acquire("backup", exclusive=False)
-        try:
-            op.load_index()
-            job = Backup(op, plan, progress, own)
-            sid, snap = job.run(parent, tags)
-        finally:
-            if held is not None:
-                held.release()
+        sid, snap, stats = run_locked(op, plan, progress, own, parent, tags)
         if sid:  # "" after a dry run
             self.sync_state(last_snapshot=sid)
             self._refresh_grants(op, sid, snap)
         self._finish(op)
-        return BackupResult(sid, snap, job.stats)
+        return BackupResult(sid, snap, stats)
 
     def _heal(self, op: Operation) -> Listing:
         """Finish what interrupted or degraded writes left, and undo what hostile providers did:

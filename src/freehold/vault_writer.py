@@ -8,15 +8,14 @@ objects and snapshots sealed to the owner. It cannot list, read or restore anyth
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 from . import formats, keys, state
 from .api import BackupOptions, BackupResult, Outcome
-from .assembly import Wrap, location, open_one, outcome_of
-from .errors import FreeholdError, IntegrityError, QuorumError, UsageError
-from .pipeline import Backup
+from .assembly import Wrap, open_one, outcome_of, own_dirs
+from .errors import IntegrityError, UsageError, WrongPassphrase
+from .pipeline import check_writable, run_locked
 from .progress import NullProgress, Progress
 from .providers import Provider
 from .sources import own_state, plan_backup
@@ -28,16 +27,14 @@ KEY_FILE = "writer.key"
 
 def _unwrap(blob: bytes, passphrase: str) -> formats.WriterKey:
     kf = keys.read_keyfile(blob)
-    last: Exception | None = None
-    for form in keys.passphrase_forms(passphrase):
+    forms = keys.passphrase_forms(passphrase)
+    for form in forms:
         try:
             plain = keys.unwrap(kf, form, context=b"writer")
             break
-        except FreeholdError as exc:
-            last = exc
-    else:
-        assert last is not None
-        raise last
+        except WrongPassphrase:
+            if form is forms[-1]:
+                raise
     wk = formats.decode(plain, formats.WriterKey, "write-only key")
     if wk.vault_id != kf.vault_id or len(wk.sign) != 32 or not wk.providers:
         raise IntegrityError("the write-only key file is malformed")
@@ -66,14 +63,7 @@ class WriterVault:
         vault = cls._assemble(home, wk, local, wrap, 2.0)
         cfg = vault.config
         local.k, local.n, local.config_generation = cfg.k, cfg.n, cfg.generation
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = home / f".{KEY_FILE}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_file)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, home / KEY_FILE)
+        state.replace_private(home / KEY_FILE, key_file)
         state.create(home, local)
         return vault
 
@@ -129,29 +119,13 @@ class WriterVault:
         """As the owner's backup, without a parent snapshot (a writer cannot read one: every file
         is read again; what is stored already is not uploaded again)."""
         plan = plan_backup(paths, options or BackupOptions(), os.environ, progress or NullProgress())
-        own = own_state([str(self.home), *(loc[-1] for p in self._store.providers.values()
-                                           if (loc := location(p))[0] == "file")], plan.sources)
+        own = own_state(own_dirs(self.home, self._store.providers), plan.sources)
         op = self._store.operation(Session(degraded=degraded, hedge_after=self.hedge_after))
-        failures = {} if plan.dry_run else {pid: r for pid, r in op.replicas.gather(
-            lambda p: p.check_writable(), enough=len(self._store.providers)).items() if isinstance(r, FreeholdError)}
-        if failures and not degraded:
-            pid, exc = sorted(failures.items())[0]
-            raise type(exc)(f"provider {pid} cannot take writes: {exc}; nothing was written (use --degraded "
-                            "to back up to the others)")
-        op.session.down.update(failures)
-        if failures and len(self._store.providers) - len(failures) < op.config.k + 1:
-            raise QuorumError(f"too few providers take writes; even a degraded backup needs k+1 = {op.config.k + 1}")
+        check_writable(op, plan, degraded)
         op.packs.check_placement()
-        held = None if plan.dry_run else op.locks.acquire("backup", exclusive=False)
-        try:
-            op.load_index()
-            job = Backup(op, plan, progress, own)
-            sid, snap = job.run(None, tags)
-        finally:
-            if held is not None:
-                held.release()
+        sid, snap, stats = run_locked(op, plan, progress, own, None, tags)
         self.last_outcome = outcome_of(op.session)
-        return BackupResult(sid, snap, job.stats)
+        return BackupResult(sid, snap, stats)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
