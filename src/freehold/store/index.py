@@ -61,6 +61,11 @@ class Index:
         """Where the blob a tree reference names is read from."""
         return self._blobs.get(self.locate(ref))
 
+    @property
+    def refs_are_ids(self) -> bool:
+        """Format 1: references are index ids (2.0: ``locate`` maps them)."""
+        return self.locate is _same
+
     def has_id(self) -> Callable[[bytes], bool]:
         """The membership test of index ids, as a plain function (the backup's hot path: in
         format 1, where references are ids, it answers for references too)."""
@@ -106,13 +111,11 @@ class Index:
             old = self._packs.get(rec.id)
             if old is not None:
                 was = self._author.get(rec.id, "")
-                if was != author and "" in (was, author):  # 2.0: the owner's record of a pack wins whole
-                    if author != "":
-                        if name:
-                            self._listed.setdefault(rec.id, set()).add(name)
-                        return
-                    old = None
-                else:
+                if was == "" and author != "":  # 2.0: the owner's record of a pack wins whole ...
+                    if name:
+                        self._listed.setdefault(rec.id, set()).add(name)
+                    return
+                if was == author or author != "":  # ... and replaces a machine's (else: merged)
                     rec = merge(old, self._times.get(rec.id, ""), rec, time, self.good)
             self._packs[rec.id] = rec
             self._author[rec.id] = author

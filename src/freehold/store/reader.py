@@ -43,14 +43,14 @@ class BlobReader:
         """The coalesced ranged reads that fetch the blobs of references ``ids``, submitted to the
         pool, in order; and index id -> reference (None in format 1, where they are equal)."""
         by_pack: dict[bytes, list[PackEntry]] = {}
-        refs: dict[bytes, bytes] = {}
+        mapping: dict[bytes, bytes] | None = None if self.index.refs_are_ids else {}
         for bid in dict.fromkeys(ids):
             loc = self.index.lookup(bid)
             if loc is None:
                 raise IntegrityError(f"{describe(bid)} is in no index (vault damaged?)")
             by_pack.setdefault(loc.pack_id, []).append(loc.entry)
-            refs[loc.entry.id] = bid
-        mapping = None if all(k is v or k == v for k, v in refs.items()) else refs
+            if mapping is not None:
+                mapping[loc.entry.id] = bid
         jobs = []
         for pack_id, entries in by_pack.items():
             rec = self.index.pack(pack_id)
