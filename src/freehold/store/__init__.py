@@ -191,20 +191,21 @@ class Operation:
         the replacement under way, ``avoid``) retires: the same records written in the same instant
         would hash to the same name, and be deleted as the old one. The time tells them apart."""
         gone = self.load_deletions().index
+        keys = self.store.keys
+        foreign: dict[str, list[bytes]] = {}   # 2.0, the owner's: machines' packs stay theirs (design §23)
+        if keys.version >= 2 and keys.label == "":
+            for rec in records:
+                if who := self.index.author(rec.id):
+                    foreign.setdefault(who, []).append(rec.id)
         now = datetime.now(UTC)
         for step in itertools.count():
             idx = formats.IndexFile(v=formats.FORMAT_VERSION, packs=records,
-                                    time=(now + timedelta(microseconds=step)).isoformat(timespec="microseconds"))
-            if self.store.keys.version >= 2:
-                if self.store.keys.label == "":  # machines' packs stay theirs (design §23)
-                    foreign: dict[str, list[bytes]] = {}
-                    for rec in records:
-                        if self.index.has_pack(rec.id) and (who := self.index.author(rec.id)):
-                            foreign.setdefault(who, []).append(rec.id)
-                    idx = msgspec.structs.replace(idx, foreign=foreign)
-                idx = writers.sign_index(self.store.keys, self.config.vault_id, idx)
+                                    time=(now + timedelta(microseconds=step)).isoformat(timespec="microseconds"),
+                                    foreign=foreign)
+            if keys.version >= 2:
+                idx = writers.sign_index(keys, self.config.vault_id, idx)
             plain = formats.encode(idx)
-            name = self.store.keys.name_id(plain).hex()
+            name = keys.name_id(plain).hex()
             if name not in gone and name not in avoid:
                 break
         h = self.objects.write(INDEX_PREFIX, KIND_INDEX, plain,
