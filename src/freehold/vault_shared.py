@@ -22,6 +22,7 @@ from .progress import Progress
 from .restore import Restore, RestoreOptions, RestoreStats
 from .store import Session, Store, grants
 from .store.clock import utc_stamp
+from .store.files import FileRef, file_pieces
 
 ROOT = b"\x00" * 32  # the virtual root tree's id: never a blob id (keyed hashes are never all zero)
 _CHUNKER = formats.Chunker(min=64 * 1024, avg=256 * 1024, max=1024 * 1024)  # unused by reads; attach needs one
@@ -113,17 +114,13 @@ class SharedVault:
                 *, options: RestoreOptions | None = None) -> RestoreStats:
         return Restore(self._op(), progress).run(self._snapshot(), target, options, include)
 
-    def cat(self, path: str) -> Iterator[bytes]:
+    def cat(self, path: str) -> Iterator[bytes | memoryview]:
         """A shared file's bytes, chunk by chunk."""
         op = self._op()
         node = op.trees.find(ROOT, path.strip("/") or self.name)
         if node is None or node.type != "file":
             raise UsageError(f"{path!r} is not a file of this share")
-        for i in range(0, len(node.content), 64):
-            ids = node.content[i: i + 64]
-            got = op.reader.read_blobs(ids)
-            for bid in ids:
-                yield got[bid]
+        yield from file_pieces(op, FileRef.of(op, node))
 
     @property
     def warnings(self) -> list[str]:

@@ -23,7 +23,6 @@ exactly its leaf), so its bytes are those the DAG was computed from.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import io
 import itertools
@@ -35,7 +34,6 @@ import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -44,6 +42,7 @@ from .. import formats
 from ..errors import FreeholdError, IntegrityError, UsageError
 from ..formats import Node
 from ..store import Operation
+from ..store.files import FileRef, chunk_stream, file_pieces
 from ..unixfs import PROFILES, Block, Entry, Profile, cid_str, import_file, import_tree, write_car
 from ..unixfs.cids import DAG_PB, SHA2_256, make_cid, split_cid
 from ..unixfs.importer import walk_entries
@@ -54,8 +53,6 @@ __all__ = ["Built", "ContentDag", "Dag", "FileRef", "PublishedBlocks", "build", 
 
 log = logging.getLogger(__name__)
 
-READ_BATCH_BYTES = 32 * 1024 * 1024     # plaintext bytes per batch of chunk reads
-READ_BATCH_BLOBS = 256
 LEAF_CACHE_BYTES = 32 * 1024 * 1024     # chunks kept for the gateway's next leaf (they straddle leaves)
 
 
@@ -67,74 +64,6 @@ def profile_of(name: str) -> Profile:
 
 
 # ---------------------------------------------------------------------------------- content
-
-
-@dataclass(eq=False)
-class FileRef:
-    """One file of published content: its chunks' blob ids, in order, and where each starts."""
-
-    content: list[bytes]
-    starts: list[int]
-    size: int
-
-    @classmethod
-    def of(cls, op: Operation, node: Node) -> FileRef:
-        starts, pos = [], 0
-        for bid in node.content:
-            loc = op.index.lookup(bid)
-            if loc is None:
-                raise IntegrityError(f"blob {bid.hex()[:12]} of {os.fsdecode(node.name)!r} is in no index: "
-                                     "run 'freehold check'")
-            starts.append(pos)
-            pos += loc.entry.s
-        return cls(list(node.content), starts, pos)
-
-    def span(self, offset: int, length: int) -> range:
-        """Indexes of the chunks holding bytes [offset, offset + length)."""
-        first = max(0, bisect.bisect_right(self.starts, offset) - 1)
-        last = max(first, bisect.bisect_left(self.starts, offset + length) - 1) if length else first
-        return range(first, min(last + 1, len(self.content)))
-
-    def sizes(self) -> Iterator[int]:
-        ends = [*self.starts[1:], self.size][:len(self.starts)]
-        return (b - a for a, b in zip(self.starts, ends, strict=True))
-
-
-def chunk_stream(op: Operation, refs: Iterable[FileRef]) -> Iterator[bytes | memoryview]:
-    """The chunks of these files, in order, from the vault (each authenticated and checked
-    against its id by the reader), read in batches of coalesced reads across file boundaries
-    (up to READ_BATCH_BYTES or READ_BATCH_BLOBS), the next batch read while this one is used."""
-    batches: list[list[bytes]] = []
-    batch: list[bytes] = []
-    size = 0
-    for ref in refs:
-        for bid, n in zip(ref.content, ref.sizes(), strict=True):
-            batch.append(bid)
-            size += n
-            if size >= READ_BATCH_BYTES or len(batch) >= READ_BATCH_BLOBS:
-                batches.append(batch)
-                batch, size = [], 0
-    if batch:
-        batches.append(batch)
-    if not batches:
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="freehold-publish-read") as pre:
-        job = pre.submit(op.reader.read_blobs, batches[0])
-        try:
-            for i, ids in enumerate(batches):
-                got = job.result()
-                if i + 1 < len(batches):
-                    job = pre.submit(op.reader.read_blobs, batches[i + 1])
-                for bid in ids:
-                    yield got[bid]
-                del got
-        finally:
-            job.cancel()
-
-
-def file_pieces(op: Operation, ref: FileRef) -> Iterator[bytes | memoryview]:
-    """One file's bytes from the vault, chunk by chunk (:func:`chunk_stream`)."""
-    return chunk_stream(op, [ref])
 
 
 class ContentDag:
