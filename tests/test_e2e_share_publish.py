@@ -19,8 +19,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,16 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyrage import x25519
 
 from freehold.testing import jsref
 from freehold.testing.jsipfs import JsIpfsNode, npm_available
 from freehold.testing.seaweed import SeaweedServer
 from freehold.unixfs import cid_str, parse_cid, read_car, verify_block
-from freehold.unixfs.cids import RAW, split_cid
-from freehold.unixfs.dagpb import decode_node, decode_unixfs
 
 from .conftest import BUCKET_A, BUCKET_B, Env, needs_weed, same_tree
+from .people import age_identity, export_file, gateway_get, ssh_identity
 
 pytestmark = [
     needs_weed,
@@ -146,20 +142,6 @@ def _recipient_env(root: Path) -> tuple[dict[str, str], Path]:
     return env, home
 
 
-def _age_identity(root: Path) -> tuple[Path, str]:
-    ident = x25519.Identity.generate()
-    path = root / "doctor.agekey"
-    path.write_text(f"# the doctor's age identity\n{ident}\n")
-    return path, str(ident.to_public())
-
-
-def _ssh_identity(root: Path) -> tuple[Path, str]:
-    key = root / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", "lawyer@example"],
-                   check=True)
-    return key, (root / "id_ed25519.pub").read_text().strip()
-
-
 def _records(root: Path) -> Path:
     src = root / "records"
     (src / "health" / "scans").mkdir(parents=True)
@@ -186,8 +168,8 @@ def test_share_to_age_and_ssh_keys_over_local_s3_and_ipfs(tmp_path: Path, s3_env
     src = _records(tmp_path)
     m.env.cli("backup", str(src))
     _stored_everywhere(m, s3_env, ipfs)
-    age_key, age_pub = _age_identity(tmp_path)
-    ssh_key, ssh_pub = _ssh_identity(tmp_path)
+    age_key, age_pub = age_identity(tmp_path)
+    ssh_key, ssh_pub = ssh_identity(tmp_path)
     caps = tmp_path / "caps"
     caps.mkdir()
     live = m.cli_json("share", str(src / "health"), "--to", age_pub, "--live", "--label", "doctor",
@@ -295,7 +277,7 @@ def test_write_only_machine_over_two_local_two_s3_and_ipfs(tmp_path: Path, s3_en
     assert "by write-only key nas" in text, text
     m.env.cli("restore", sid, "--target", str(tmp_path / "restored"))
     same_tree(nas, tmp_path / "restored" / "nas")
-    age_key, age_pub = _age_identity(tmp_path)
+    age_key, age_pub = age_identity(tmp_path)
     cap = tmp_path / "clip.cap"
     m.env.cli("share", "nas/camera/clip.bin", "--snapshot", sid, "--to", age_pub, "--out", str(cap))
     renv, _ = _recipient_env(tmp_path)
@@ -341,39 +323,20 @@ def _gateway(env: Env) -> tuple[subprocess.Popen[str], str, str]:
     return proc, url, token
 
 
-def _get(url: str, token: str | None, cid: str, fmt: str) -> tuple[int, bytes]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    req = urllib.request.Request(f"{url}/ipfs/{cid}?format={fmt}", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _export(blocks: dict[bytes, bytes], cid: bytes) -> bytes:
-    """A UnixFS file's bytes from its blocks (raw leaves, or File nodes with data and links)."""
-    if split_cid(cid)[1] == RAW:
-        return blocks[cid]
-    data, links = decode_node(blocks[cid])
-    msg = decode_unixfs(data)
-    return (msg.data or b"") + b"".join(_export(blocks, link.cid) for link in links)
-
-
 def _fetch_verified(url: str, token: str, cid: str, content: bytes) -> int:
     """The CAR of ``cid`` and then every block of it raw, each verified against its CID; the
     file rebuilt from the blocks is ``content``. The number of blocks."""
-    status, body = _get(url, token, cid, "car")
+    status, body = gateway_get(url, token, cid, "car")
     assert status == 200, body[:300]
     roots, blocks = read_car(body)
     got = dict(blocks)
     assert roots == [parse_cid(cid)]
     for block_cid, data in got.items():
         verify_block(block_cid, data)
-        status, raw = _get(url, token, cid_str(block_cid), "raw")
+        status, raw = gateway_get(url, token, cid_str(block_cid), "raw")
         assert status == 200 and raw == data
         verify_block(block_cid, raw)
-    assert _export(got, parse_cid(cid)) == content
+    assert export_file(got, parse_cid(cid)) == content
     return len(got)
 
 
@@ -402,8 +365,8 @@ def test_publish_and_gateway_over_local_s3_and_ipfs(tmp_path: Path, s3_env: Seaw
     proc, url, token = _gateway(m.env)
     try:
         assert _fetch_verified(url, token, res["cid"], content) == ref["blocks"]
-        assert _get(url, None, res["cid"], "raw")[0] == 401
-        assert _get(url, "not-the-token", res["cid"], "raw")[0] == 401
+        assert gateway_get(url, None, res["cid"], "raw")[0] == 401
+        assert gateway_get(url, "not-the-token", res["cid"], "raw")[0] == 401
         # One provider of three lost: the IPFS node stopped under the running gateway.
         ipfs.stop()
         assert _fetch_verified(url, token, res["cid"], content) == ref["blocks"]

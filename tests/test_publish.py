@@ -31,11 +31,11 @@ from freehold.store import grants, utc_stamp
 from freehold.testing import jsref
 from freehold.testing.seaweed import SeaweedServer
 from freehold.unixfs import PROFILES, cid_str, import_file, parse_cid, read_car, verify_block
-from freehold.unixfs.cids import RAW, split_cid
 from freehold.unixfs.dagpb import HAMT_SHARD, decode_node, decode_unixfs
 from freehold.vault import ProviderSpec, Vault
 
 from .conftest import PASS, Env, make_env, needs_weed
+from .people import export_file, gateway_get
 
 pytestmark = pytest.mark.skipif(not jsref.tools_available(),
                                 reason="node and npm are needed for the reference importer")
@@ -161,7 +161,7 @@ def test_nft_metadata_names_the_asset_and_has_the_reference_cid(pub: Published, 
     got = dict(blocks)
     assert roots == [parse_cid(res["cid"]), parse_cid(res["nft_cid"])]
     assert got[parse_cid(res["nft_cid"])] == raw
-    assert _export(got, parse_cid(res["cid"])) == pub.inputs["big"].read_bytes()
+    assert export_file(got, parse_cid(res["cid"])) == pub.inputs["big"].read_bytes()
     default = json.loads(pub.env.cli("publish", str(pub.inputs["small"]), "--nft", "--json").stdout)
     assert json.loads(default["nft_json"])["name"] == "note.txt"
     listed = {r["id"]: r for r in json.loads(pub.env.cli("published", "--json").stdout)}
@@ -323,35 +323,16 @@ def test_a_file_rewritten_after_its_local_read_before_the_backup_falls_back(
 # ---------------------------------------------------------------------------------- the gateway
 
 
-def _get(gw: Gateway, cid: str, fmt: str) -> tuple[int, bytes]:
-    req = urllib.request.Request(f"{gw.url}/ipfs/{cid}?format={fmt}",
-                                 headers={"Authorization": f"Bearer {gw.token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _export(blocks: dict[bytes, bytes], cid: bytes) -> bytes:
-    """A UnixFS file's bytes from its blocks (raw leaves, or File nodes with data and links)."""
-    if split_cid(cid)[1] == RAW:
-        return blocks[cid]
-    data, links = decode_node(blocks[cid])
-    msg = decode_unixfs(data)
-    return (msg.data or b"") + b"".join(_export(blocks, link.cid) for link in links)
-
-
 def _serves_file(gw: Gateway, cid: str, content: bytes) -> int:
     """Every block of the file's DAG fetched raw and verified; its CAR re-read reproduces it."""
-    status, body = _get(gw, cid, "car")
+    status, body = gateway_get(gw.url, gw.token, cid, "car")
     assert status == 200, body
     roots, blocks = read_car(body)            # each block verified against its CID as it is read
     got = dict(blocks)
     assert roots == [parse_cid(cid)]
-    assert _export(got, parse_cid(cid)) == content
+    assert export_file(got, parse_cid(cid)) == content
     for block_cid, data in got.items():
-        status, raw = _get(gw, cid_str(block_cid), "raw")
+        status, raw = gateway_get(gw.url, gw.token, cid_str(block_cid), "raw")
         assert status == 200 and raw == data
         verify_block(block_cid, raw)
     return len(got)
@@ -363,14 +344,14 @@ def test_gateway_serves_every_block_of_what_was_published(pub: Published) -> Non
             n = _serves_file(gw, pub.results["big", profile]["cid"], pub.inputs["big"].read_bytes())
             assert n == pub.refs["big", profile]["blocks"]
             assert _serves_file(gw, pub.results["small", profile]["cid"], b"hello world\n") == 1
-            status, body = _get(gw, pub.results["dir", profile]["cid"], "car")
+            status, body = gateway_get(gw.url, gw.token, pub.results["dir", profile]["cid"], "car")
             _, blocks = read_car(body)
             assert status == 200 and len(dict(blocks)) == pub.refs["dir", profile]["blocks"]
         source = gw.source
         assert not source.warnings                           # type: ignore[attr-defined]
         # leaves are not kept: what is in memory is the interior blocks only
         assert sum(map(len, source._inner.values())) < 20_000  # type: ignore[attr-defined]
-        status, _ = _get(gw, "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e", "raw")
+        status, _ = gateway_get(gw.url, gw.token, "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e", "raw")
         assert status == 404
 
 
@@ -416,7 +397,7 @@ def test_content_outlives_a_provider_and_forged_records_are_refused(tmp_path: Pa
         source = v.published_blocks()
         with Gateway(source, port=0) as gw:
             assert _serves_file(gw, res["cid"], src.read_bytes()) == 3
-            status, _ = _get(gw, cid_str(forged_cid), "raw")
+            status, _ = gateway_get(gw.url, gw.token, cid_str(forged_cid), "raw")
             assert status == 404
         assert sorted(source.served) == sorted([res["id"], good]) and source.refused == [bad]
         assert any(bad[:12] in w and "not served" in w for w in source.warnings), source.warnings

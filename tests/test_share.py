@@ -9,7 +9,6 @@ live grants that follow later backups until revoked, and revocation that leaves 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pyrage
@@ -34,6 +33,7 @@ from freehold.store import grants as grant_objects
 from freehold.vault_shared import SharedVault
 
 from .conftest import Env, same_tree
+from .people import age_identity, ssh_identity
 
 
 def _home(root: Path) -> Path:
@@ -46,20 +46,6 @@ def _home(root: Path) -> Path:
     (src / "social" / "posts.json").write_text('{"secret-outside": 1}' * 300)
     (src / "taxes-outside.txt").write_text("income " * 1000)
     return src
-
-
-def _identity(tmp: Path) -> tuple[Path, str]:
-    ident = x25519.Identity.generate()
-    path = tmp / "me.agekey"
-    path.write_text(f"# test identity\n{ident}\n")
-    return path, str(ident.to_public())
-
-
-def _ssh_identity(tmp: Path) -> tuple[Path, str]:
-    key = tmp / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", "doctor@example"],
-                   check=True)
-    return key, (tmp / "id_ed25519.pub").read_text().strip()
 
 
 @pytest.fixture
@@ -77,7 +63,7 @@ def _open(cap_text: str, ident: Path, tmp: Path) -> SharedVault:
 
 def test_share_folder_to_age_key_restores_exactly_that_folder(shared_env: tuple[Env, Path], tmp_path: Path) -> None:
     env, src = shared_env
-    ident, pub = _identity(tmp_path)
+    ident, pub = age_identity(tmp_path)
     v = env.open()
     res = v.share(str(src / "health"), [pub])
     v.close()
@@ -97,7 +83,7 @@ def test_share_folder_to_age_key_restores_exactly_that_folder(shared_env: tuple[
 
 def test_share_one_file_to_ssh_key(shared_env: tuple[Env, Path], tmp_path: Path) -> None:
     env, src = shared_env
-    key, pub = _ssh_identity(tmp_path)
+    key, pub = ssh_identity(tmp_path, "doctor@example")
     v = env.open()
     res = v.share(str(src / "health" / "scans" / "knee.bin"), [pub])
     v.close()
@@ -109,8 +95,8 @@ def test_share_one_file_to_ssh_key(shared_env: tuple[Env, Path], tmp_path: Path)
 def test_the_wrong_identity_opens_nothing(shared_env: tuple[Env, Path], tmp_path: Path) -> None:
     env, src = shared_env
     (tmp_path / "a").mkdir()
-    _, pub = _identity(tmp_path / "a")
-    other, _ = _identity(tmp_path)
+    _, pub = age_identity(tmp_path / "a")
+    other, _ = age_identity(tmp_path)
     v = env.open()
     res = v.share(str(src / "health"), [pub])
     v.close()
@@ -130,7 +116,7 @@ def test_a_capability_decrypts_nothing_outside_its_path(shared_env: tuple[Env, P
     tried on every blob envelope of the vault and every replicated object; only the shared blobs
     (and the grant object itself) open, and no plaintext they yield names anything outside."""
     env, src = shared_env
-    ident, pub = _identity(tmp_path)
+    ident, pub = age_identity(tmp_path)
     v = env.open()
     res = v.share(str(src / "health"), [pub])
     other = v.share(str(src / "social"), [pub])   # another grant: its object must stay closed too
@@ -194,7 +180,7 @@ def test_hostile_grant_objects_are_refused(shared_env: tuple[Env, Path], tmp_pat
     provider: the holder gets a clear error, never wrong content; on some providers only: the
     others' copies serve."""
     env, src = shared_env
-    ident, pub = _identity(tmp_path)
+    ident, pub = age_identity(tmp_path)
     v = env.open()
     a = v.share(str(src / "health"), [pub])
     b = v.share(str(src / "social"), [pub])
@@ -217,7 +203,7 @@ def test_hostile_grant_objects_are_refused(shared_env: tuple[Env, Path], tmp_pat
 
 def test_live_grant_follows_backups_until_revoked(shared_env: tuple[Env, Path], tmp_path: Path) -> None:
     env, src = shared_env
-    ident, pub = _identity(tmp_path)
+    ident, pub = age_identity(tmp_path)
     v = env.open()
     live = v.share(str(src / "health"), [pub], live=True)
     fixed = v.share(str(src / "health"), [pub])
@@ -255,7 +241,7 @@ def test_live_grant_follows_backups_until_revoked(shared_env: tuple[Env, Path], 
 
 def test_expired_capability_is_refused_and_its_object_deleted(shared_env: tuple[Env, Path], tmp_path: Path) -> None:
     env, src = shared_env
-    ident, pub = _identity(tmp_path)
+    ident, pub = age_identity(tmp_path)
     v = env.open()
     res = v.share(str(src / "health"), [pub], expires="1h")
     with pytest.raises(UsageError):
@@ -286,7 +272,7 @@ def test_bad_recipients_are_clear_errors(tmp_path: Path) -> None:
 
 def test_grant_object_names_and_records_hold_no_secret(shared_env: tuple[Env, Path], tmp_path: Path) -> None:
     env, src = shared_env
-    _, pub = _identity(tmp_path)
+    _, pub = age_identity(tmp_path)
     v = env.open()
     res = v.share(str(src / "health"), [pub], label="dr-who")
     v.close()
@@ -303,7 +289,7 @@ def test_share_with_a_provider_down_needs_degraded(shared_env: tuple[Env, Path],
     import shutil
 
     env, src = shared_env
-    ident, pub = _identity(tmp_path)
+    ident, pub = age_identity(tmp_path)
     shutil.rmtree(env.providers[4])
     env.providers[4].write_text("not a directory any more")   # the disk is gone
     r = env.cli("share", str(src / "health"), "--to", pub, "--out", str(tmp_path / "a.cap"), check=False)
@@ -318,7 +304,7 @@ def test_maintain_deletes_expired_grant_objects(shared_env: tuple[Env, Path], tm
     from freehold import vault_sharing
 
     env, src = shared_env
-    _, pub = _identity(tmp_path)
+    _, pub = age_identity(tmp_path)
     v = env.open()
     res = v.share(str(src / "health"), [pub], expires="1d")
     v.close()
