@@ -4,6 +4,8 @@ publishes: key pairs as recipients hold them, and a gateway read as a client doe
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -48,3 +50,27 @@ def export_file(blocks: dict[bytes, bytes], cid: bytes) -> bytes:
     data, links = decode_node(blocks[cid])
     msg = decode_unixfs(data)
     return (msg.data or b"") + b"".join(export_file(blocks, link.cid) for link in links)
+
+
+def start_gateway(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str, str, list[str]]:
+    """``freehold gateway --port 0 ARGS`` as a process, once it serves: (process, URL, token ("" with
+    --public), its stderr lines up to "Ctrl-C"). Killed, and AssertionError, if it does not start."""
+    proc = subprocess.Popen([sys.executable, "-m", "freehold.cli", "gateway", "--port", "0", *args],
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Ctrl-C"):
+            break
+    url = next((w for line in lines for w in line.split() if w.startswith("http://127.0.0.1:")), "")
+    token = next((line.split(": ", 1)[1] for line in lines if line.startswith("Token")), "")
+    if not url or (not token and "--public" not in args):
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(f"freehold gateway did not start: {lines}")
+    return proc, url, token, lines

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from freehold.testing.seaweed import SeaweedServer
 from freehold.unixfs import cid_str, parse_cid, read_car, verify_block
 
 from .conftest import BUCKET_A, BUCKET_B, Env, needs_weed, same_tree
-from .people import age_identity, export_file, gateway_get, ssh_identity
+from .people import age_identity, export_file, gateway_get, ssh_identity, start_gateway
 
 pytestmark = [
     needs_weed,
@@ -299,30 +298,6 @@ def test_write_only_machine_over_two_local_two_s3_and_ipfs(tmp_path: Path, s3_en
 # -- publishing --------------------------------------------------------------------------------------
 
 
-def _gateway(env: Env) -> tuple[subprocess.Popen[str], str, str]:
-    """``freehold gateway --port 0`` as a process: (process, URL, token)."""
-    proc = subprocess.Popen([sys.executable, "-m", "freehold.cli", "gateway", "--port", "0"],
-                            env=env.cli_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.startswith("Ctrl-C"):
-            break
-    try:
-        url = next(w for line in lines for w in line.split() if w.startswith("http://127.0.0.1:"))
-        token = next(line.split(": ", 1)[1] for line in lines if line.startswith("Token"))
-    except StopIteration:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError(f"freehold gateway did not start: {lines}") from None
-    return proc, url, token
-
-
 def _fetch_verified(url: str, token: str, cid: str, content: bytes) -> int:
     """The CAR of ``cid`` and then every block of it raw, each verified against its CID; the
     file rebuilt from the blocks is ``content``. The number of blocks."""
@@ -362,7 +337,7 @@ def test_publish_and_gateway_over_local_s3_and_ipfs(tmp_path: Path, s3_env: Seaw
     again = m.cli_json("publish", f"{res['snapshot']}:{res['path']}")      # the stored copy, same CID
     assert again["cid"] == res["cid"] and again["backed_up"] is False
 
-    proc, url, token = _gateway(m.env)
+    proc, url, token, _ = start_gateway(m.env.cli_env())
     try:
         assert _fetch_verified(url, token, res["cid"], content) == ref["blocks"]
         assert gateway_get(url, None, res["cid"], "raw")[0] == 401
@@ -373,7 +348,7 @@ def test_publish_and_gateway_over_local_s3_and_ipfs(tmp_path: Path, s3_env: Seaw
     finally:
         proc.terminate()
         proc.wait(10)
-    proc, url, token = _gateway(m.env)
+    proc, url, token, _ = start_gateway(m.env.cli_env())
     try:
         assert _fetch_verified(url, token, res["cid"], content) == ref["blocks"]
     finally:

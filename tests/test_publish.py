@@ -35,7 +35,7 @@ from freehold.unixfs.dagpb import HAMT_SHARD, decode_node, decode_unixfs
 from freehold.vault import ProviderSpec, Vault
 
 from .conftest import PASS, Env, make_env, needs_weed
-from .people import export_file, gateway_get
+from .people import export_file, gateway_get, start_gateway
 
 pytestmark = pytest.mark.skipif(not jsref.tools_available(),
                                 reason="node and npm are needed for the reference importer")
@@ -362,25 +362,6 @@ def _forge(v: Vault, **fields: Any) -> str:
     return grants.write_published(op.replicas, v._store.keys.metadata, rec, op.packs.metadata_quorum())
 
 
-def _gateway_cli(env: Env, *args: str) -> tuple[subprocess.Popen[str], str, str, list[str]]:
-    """``freehold gateway`` as a process: (process, URL, token, stderr lines up to 'Serving')."""
-    proc = subprocess.Popen([sys.executable, "-m", "freehold.cli", "gateway", "--port", "0", *args],
-                            env=env.cli_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.startswith("Ctrl-C"):
-            break
-    url = next(w for line in lines for w in line.split() if w.startswith("http://127.0.0.1:"))
-    token = next((line.split(": ", 1)[1] for line in lines if line.startswith("Token")), "")
-    return proc, url, token, lines
-
-
 def test_content_outlives_a_provider_and_forged_records_are_refused(tmp_path: Path) -> None:
     env = make_env(tmp_path / "v")
     env.init().close()
@@ -401,7 +382,7 @@ def test_content_outlives_a_provider_and_forged_records_are_refused(tmp_path: Pa
             assert status == 404
         assert sorted(source.served) == sorted([res["id"], good]) and source.refused == [bad]
         assert any(bad[:12] in w and "not served" in w for w in source.warnings), source.warnings
-    proc, url, token, lines = _gateway_cli(env)
+    proc, url, token, lines = start_gateway(env.cli_env())
     try:
         assert any("not served" in line and bad[:12] in line for line in lines), lines
         assert any(line.startswith("Serving 2 published record(s) (1 refused") for line in lines), lines
