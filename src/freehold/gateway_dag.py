@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 from freehold.errors import FreeholdError, IntegrityError
 from freehold.unixfs.car import verify_block
-from freehold.unixfs.cids import DAG_PB, IDENTITY, RAW, SHA2_256, make_cid, split_cid
+from freehold.unixfs.cids import DAG_PB, IDENTITY, RAW, other_version, split_cid
 from freehold.unixfs.dagpb import DIRECTORY, FILE, HAMT_SHARD, RAW_TYPE, UnixFSData, decode_node, decode_unixfs
 from freehold.unixfs.hamt import MURMUR3_X64_64, murmur3_x64_128
 
@@ -67,14 +67,6 @@ def is_empty_identity(cid: bytes) -> bool:
     return code == IDENTITY and digest == b""
 
 
-def _equivalent(cid: bytes) -> bytes | None:
-    """The same dag-pb sha2-256 block under the other CID version (v0 <-> v1), if there is one."""
-    version, codec, code, digest = split_cid(cid)
-    if codec != DAG_PB or code != SHA2_256:
-        return None
-    return make_cid(1 if version == 0 else 0, DAG_PB, digest)
-
-
 def lookup(source: BlockSource, cid: bytes) -> bytes | None:
     """A published block, checked against its CID; None if not published. A dag-pb block asked
     for as CIDv1 is found under its CIDv0 too, and the other way round (the same bytes).
@@ -83,7 +75,7 @@ def lookup(source: BlockSource, cid: bytes) -> bytes | None:
         return b""
     data = source.get(cid)
     if data is None:
-        other = _equivalent(cid)
+        other = other_version(cid)
         data = source.get(other) if other is not None else None
         if data is None:
             return None

@@ -44,7 +44,7 @@ from ..formats import Node
 from ..store import Operation
 from ..store.files import FileRef, chunk_stream, file_pieces
 from ..unixfs import PROFILES, Block, Entry, Profile, cid_str, import_file, import_tree, write_car
-from ..unixfs.cids import DAG_PB, SHA2_256, make_cid, split_cid
+from ..unixfs.cids import DAG_PB, make_cid, other_version
 from ..unixfs.importer import walk_entries
 from .share import find
 
@@ -489,11 +489,9 @@ def _same(a: bytes, b: bytes) -> bool:
     if a == b:
         return True
     try:
-        va, ca, ha, da = split_cid(a)
-        vb, cb, hb, db = split_cid(b)
+        return other_version(a) == b
     except IntegrityError:
         return False
-    return va != vb and ca == cb == DAG_PB and ha == hb == SHA2_256 and da == db
 
 
 def cid_text(cid: bytes) -> str:

@@ -98,6 +98,15 @@ def split_cid(cid: bytes | memoryview) -> tuple[int, int, int, bytes]:
     return 1, codec, code, cid[pos:]
 
 
+def other_version(cid: bytes) -> bytes | None:
+    """The same dag-pb sha2-256 block's CID in the other version (v0 <-> v1), if it has one
+    (raw and identity CIDs have no CIDv0). IntegrityError if ``cid`` is malformed."""
+    version, codec, code, digest = split_cid(cid)
+    if codec != DAG_PB or code != SHA2_256:
+        return None
+    return make_cid(1 if version == 0 else 0, DAG_PB, digest)
+
+
 def cid_str(cid: bytes) -> str:
     """Text form: CIDv0 base58btc (``Qm…``), CIDv1 multibase base32 lower case (``bafy…``/``bafk…``)."""
     try:
