@@ -377,6 +377,8 @@ class Restore:
                 else:
                     wanted.append(b)
             ids = wanted
+            if not ids:  # all in packs already found unreadable: nothing was read, nothing is ok
+                return {}, bad
         try:
             blobs = reader.read_blobs(ids)
             self._read_ok = True
