@@ -47,10 +47,8 @@ FAST_IPFS = {"connect_timeout": 1, "attempts": 1}
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsIpfsNode]:
-    n = JsIpfsNode(tmp_path_factory.mktemp("jsipfs"))
-    n.start()
-    yield n
-    n.close()
+    with JsIpfsNode(tmp_path_factory.mktemp("jsipfs")) as n:
+        yield n
 
 
 @pytest.fixture

@@ -32,19 +32,15 @@ pytestmark = pytest.mark.skipif(not npm_available(), reason="npm not found: cann
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsIpfsNode]:
-    n = JsIpfsNode(tmp_path_factory.mktemp("jsipfs"))
-    n.start()
-    yield n
-    n.close()
+    with JsIpfsNode(tmp_path_factory.mktemp("jsipfs")) as n:
+        yield n
 
 
 @pytest.fixture(scope="module")
 def gc_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsIpfsNode]:
     """A node of its own for the GC tests: sweeping what the contract left behind takes ~15 s."""
-    n = JsIpfsNode(tmp_path_factory.mktemp("jsipfs-gc"))
-    n.start()
-    yield n
-    n.close()
+    with JsIpfsNode(tmp_path_factory.mktemp("jsipfs-gc")) as n:
+        yield n
 
 
 def _provider(node: JsIpfsNode, prefix: str | None = None, **params: object) -> IpfsProvider:
