@@ -1,17 +1,34 @@
 """What the Vault's door mixins (``vault_integrity``, ``vault_upkeep``) use of the Vault itself:
-declared once here, provided by :class:`freehold.vault.Vault`, which inherits both."""
+declared once here, provided by :class:`freehold.vault.Vault`, which inherits both; and what every
+door does with the one Store it holds."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from . import formats
 
 if TYPE_CHECKING:
     from .state import LocalState
     from .store import Operation, Store
+
+
+class StoreDoor:
+    """Closing the door closes its Store (the owner's Vault, a capability holder's SharedVault, a
+    machine's WriterVault); each is also a context manager that does so."""
+
+    _store: Store
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class DoorParts:

@@ -42,6 +42,7 @@ from .assembly import (
 )
 from .chunking import AVG_SIZE, MAX_SIZE, MIN_SIZE
 from .crypto import VaultKeys
+from .door import StoreDoor
 from .errors import (
     GuardianShareError,
     IntegrityError,
@@ -76,7 +77,7 @@ def default_home() -> Path:
     return Path(os.environ.get("FREEHOLD_HOME") or Path.home() / ".freehold")
 
 
-class Vault(IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor, PublishingDoor):
+class Vault(StoreDoor, IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor, PublishingDoor):
     def __init__(self, home: Path, store: Store, master: bytes | None, key_id: str | None,
                  on_disk: state.LocalState | None, hedge_after: float = 2.0,
                  opened: ConfigRead | None = None) -> None:
@@ -291,15 +292,6 @@ class Vault(IntegrityDoor, UpkeepDoor, SharingDoor, WritersDoor, PublishingDoor)
             raise GuardianShareError(
                 "these guardian shares do not open the vault on the given provider(s): they belong to "
                 "another vault, or the guardians' passphrase is wrong") from None
-
-    def close(self) -> None:
-        self._store.close()
-
-    def __enter__(self) -> Vault:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ what it is
 

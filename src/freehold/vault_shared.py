@@ -17,6 +17,7 @@ from pathlib import Path
 from . import caps, formats
 from .assembly import Wrap, open_one
 from .crypto import GrantKeys
+from .door import StoreDoor
 from .errors import FreeholdError, UsageError
 from .progress import Progress
 from .restore import Restore, RestoreOptions, RestoreStats
@@ -28,7 +29,7 @@ ROOT = b"\x00" * 32  # the virtual root tree's id: never a blob id (keyed hashes
 _CHUNKER = formats.Chunker(min=64 * 1024, avg=256 * 1024, max=1024 * 1024)  # unused by reads; attach needs one
 
 
-class SharedVault:
+class SharedVault(StoreDoor):
     """What one capability grants, opened read-only."""
 
     def __init__(self, store: Store, cap: formats.Capability, shared: formats.Shared, session: Session) -> None:
@@ -74,15 +75,6 @@ class SharedVault:
             store.close()
             raise
         return cls(store, cap, shared, session)
-
-    def close(self) -> None:
-        self._store.close()
-
-    def __enter__(self) -> SharedVault:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _op(self):  # type: ignore[no-untyped-def]
         op = self._store.operation(Session(hedge_after=self._session.hedge_after))

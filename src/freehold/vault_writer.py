@@ -14,6 +14,7 @@ from typing import Any
 from . import formats, keys, state
 from .api import BackupOptions, BackupResult, Outcome
 from .assembly import Wrap, open_one, outcome_of, own_dirs
+from .door import StoreDoor
 from .errors import IntegrityError, UsageError, WrongPassphrase
 from .pipeline import check_writable, run_locked
 from .progress import NullProgress, Progress
@@ -41,7 +42,7 @@ def _unwrap(blob: bytes, passphrase: str) -> formats.WriterKey:
     return wk
 
 
-class WriterVault:
+class WriterVault(StoreDoor):
     def __init__(self, home: Path, store: Store, label: str, local: state.LocalState, hedge_after: float) -> None:
         self.home = home
         self._store = store
@@ -104,15 +105,6 @@ class WriterVault:
     @property
     def config(self) -> formats.Config:
         return self._store.config
-
-    def close(self) -> None:
-        self._store.close()
-
-    def __enter__(self) -> WriterVault:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def backup(self, paths: list[str], progress: Progress | None = None, tags: list[str] | None = None,
                degraded: bool = False, options: BackupOptions | None = None) -> BackupResult:
