@@ -126,6 +126,14 @@ BUCKET_B = "freehold-b"
 
 
 @pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty FREEHOLD_HOME: a fresh machine (the stored-vault tests recover into it)."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("FREEHOLD_HOME", str(h))
+    return h
+
+
+@pytest.fixture
 def isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No AWS settings from the developer's environment or home directory leak in."""
     for name in list(os.environ):

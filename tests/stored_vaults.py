@@ -1,19 +1,27 @@
-"""What the stored-vault tests (test_fixture_v1*.py) share: a restored tree described as
-expected.json records it, and the comparison."""
+"""What the stored-vault tests (test_fixture_v1*.py) share: a stored vault as its expected.json
+describes it (its providers, passphrase, snapshots) with the moves every version's tests make on
+it, and a restored tree described as expected.json records it, and the comparison."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import blake3
 
-V1 = Path(__file__).resolve().parent / "data" / "vault-v1"
+from freehold.vault import Vault
+
+DATA = Path(__file__).resolve().parent / "data"
+SRC = Path(__file__).resolve().parents[1] / "src"
+V1 = DATA / "vault-v1"
 V1_AT = Path("/tmp/freehold-fixture-v1")           # where its sealed config says the providers are
 V1_LOCK = Path("/tmp/freehold-fixture-v1.lock")
 
@@ -30,6 +38,56 @@ def v1_placed() -> Iterator[Path]:
             yield V1_AT
         finally:
             shutil.rmtree(V1_AT, ignore_errors=True)
+
+
+class StoredVault:
+    """One stored vault of tests/data (``vault-v1.2``...): what its expected.json records."""
+
+    def __init__(self, name: str) -> None:
+        self.dir = DATA / name
+        self.expected: dict[str, Any] = json.loads((self.dir / "expected.json").read_text())
+        self.owner = (self.dir / "passphrase.txt").read_text(encoding="utf-8").rstrip("\n")
+        self.snapshots: list[dict[str, Any]] = self.expected["snapshots"]
+        self.providers = [f"p{i}" for i in range(1, self.expected["n"] + 1)]
+        # where the writer had the providers (recorded in the sealed config)
+        self.written_at = Path(self.expected["providers_at"])
+
+    @contextlib.contextmanager
+    def moved(self, tmp_path: Path) -> Iterator[Path]:
+        """The providers copied to a path of their own, not the one the config records; nothing
+        may be written where the config says they were."""
+        root = tmp_path / "disks-mounted-elsewhere"
+        shutil.copytree(self.dir / "providers", root)
+        existed = self.written_at.exists()
+        yield root
+        if not existed:
+            assert not self.written_at.exists(), f"{self.written_at} was created"
+
+    def urls(self, root: Path, pids: list[str] | None = None) -> list[str]:
+        return [(root / pid).as_uri() for pid in (pids or self.providers)]
+
+    def restore_all(self, v: Vault, where: Path) -> None:
+        """Every snapshot restored under ``where`` (r0, r1, ...), content and metadata as recorded."""
+        for i, s in enumerate(self.snapshots):
+            stats = v.restore(s["id"], where / f"r{i}")
+            assert not stats.failed, stats.failed
+            assert_restored_with_meta(where / f"r{i}", s)
+
+    def cli(self, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(home, self.owner, *args)
+
+
+def run_cli(home: Path, passphrase: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``freehold ARGS`` of the code under test with that home and passphrase; it must succeed."""
+    env = {**os.environ, "FREEHOLD_HOME": str(home), "FREEHOLD_PASSPHRASE": passphrase, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"freehold {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def files_below(root: Path) -> set[str]:
+    """Every file under ``root``, by path relative to it."""
+    return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
 
 
 def describe(root: Path) -> dict[str, dict[str, Any]]:

@@ -10,10 +10,8 @@ and through the command line.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,10 @@ import freehold
 from freehold.errors import WrongPassphrase
 from freehold.vault import Vault
 
-from .stored_vaults import V1, V1_AT, assert_restored, v1_placed
+from .stored_vaults import SRC, V1, V1_AT, assert_restored, run_cli, v1_placed
 
 FIXTURE = V1
 AT = V1_AT
-SRC = Path(__file__).resolve().parents[1] / "src"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
 PASSPHRASE = (FIXTURE / "passphrase.txt").read_text().rstrip("\n")
 SNAPSHOTS: list[dict[str, Any]] = EXPECTED["snapshots"]
@@ -45,14 +42,6 @@ def stored() -> Iterator[Path]:
     """The fixture's providers at their recorded place (one test at a time: the path is fixed)."""
     with v1_placed() as at:
         yield at
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty FREEHOLD_HOME: a fresh machine."""
-    h = tmp_path / "home"
-    monkeypatch.setenv("FREEHOLD_HOME", str(h))
-    return h
 
 
 def assert_snapshots(v: Vault) -> None:
@@ -100,11 +89,7 @@ def test_wrong_passphrase(stored: Path, home: Path) -> None:
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FREEHOLD_HOME": str(home), "FREEHOLD_PASSPHRASE": PASSPHRASE,
-           "PYTHONPATH": str(SRC)}
-    proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"freehold {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    return run_cli(home, PASSPHRASE, *args)
 
 
 def test_recover_restore_and_check_with_the_cli(stored: Path, home: Path, tmp_path: Path) -> None:

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import struct
-import subprocess
-import sys
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,17 +34,15 @@ from freehold.keys import KdfParams
 from freehold.store.packs import padme
 from freehold.vault import Vault
 
-from .stored_vaults import V1, assert_restored, v1_placed
+from .stored_vaults import SRC, V1, StoredVault, assert_restored, v1_placed
 
-DATA = Path(__file__).resolve().parent / "data"
-FIXTURE = DATA / "vault-v1.1"
-SRC = Path(__file__).resolve().parents[1] / "src"
-EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
-OWNER = (FIXTURE / "passphrase.txt").read_text(encoding="utf-8").rstrip("\n")
+STORED = StoredVault("vault-v1.1")
+FIXTURE = STORED.dir
+EXPECTED = STORED.expected
+OWNER = STORED.owner
 REVOKED = EXPECTED["passphrases"]["revoked"]
-SNAPSHOTS: list[dict[str, Any]] = EXPECTED["snapshots"]
-PROVIDERS = [f"p{i}" for i in range(1, EXPECTED["n"] + 1)]
-WRITTEN_AT = Path(EXPECTED["providers_at"])   # where the writer had them; recorded in the config
+SNAPSHOTS = STORED.snapshots
+PROVIDERS = STORED.providers
 
 # The format-1 fixture, at the fixed path its config records (shared with test_fixture_v1.py).
 
@@ -60,24 +55,8 @@ V1_PASSPHRASE = (V1 / "passphrase.txt").read_text().rstrip("\n")
 @pytest.fixture
 def moved(tmp_path: Path) -> Iterator[Path]:
     """The fixture's providers copied to a path of their own, not the one the config records."""
-    root = tmp_path / "disks-mounted-elsewhere"
-    shutil.copytree(FIXTURE / "providers", root)
-    existed = WRITTEN_AT.exists()
-    yield root
-    if not existed:  # nothing was ever written where the sealed config says the providers were
-        assert not WRITTEN_AT.exists(), f"{WRITTEN_AT} was created"
-
-
-def urls(root: Path, pids: list[str] | None = None) -> list[str]:
-    return [(root / pid).as_uri() for pid in (pids or PROVIDERS)]
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty FREEHOLD_HOME: a fresh machine."""
-    h = tmp_path / "home"
-    monkeypatch.setenv("FREEHOLD_HOME", str(h))
-    return h
+    with STORED.moved(tmp_path) as root:
+        yield root
 
 
 def assert_snapshots(v: Vault, expected: list[dict[str, Any]]) -> None:
@@ -165,11 +144,11 @@ def test_pack_lengths_are_padme_padded() -> None:
 
 def test_recover_at_new_paths_and_restore_with_the_api(moved: Path, home: Path, tmp_path: Path) -> None:
     """All five providers at new paths, given in reverse order: each is found by its marker."""
-    with Vault.recover(urls(moved)[::-1], passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved)[::-1], passphrase=OWNER, home=home) as v:
         assert_snapshots(v, SNAPSHOTS)
         assert not v.last_outcome.down, v.last_outcome
         restore_all(v, SNAPSHOTS, tmp_path)
-    assert local_urls(home) == dict(zip(PROVIDERS, urls(moved), strict=True))
+    assert local_urls(home) == dict(zip(PROVIDERS, STORED.urls(moved), strict=True))
     # The recovered configuration opens the vault again, as on any machine.
     with Vault.open(OWNER, home=home) as v:
         v.restore(SNAPSHOTS[1]["id"][:12], tmp_path / "again")
@@ -177,7 +156,7 @@ def test_recover_at_new_paths_and_restore_with_the_api(moved: Path, home: Path, 
 
 
 def test_check_info_and_keys(moved: Path, home: Path) -> None:
-    with Vault.recover(urls(moved), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved), passphrase=OWNER, home=home) as v:
         report = v.check(read_data=True)
         info = v.info()
         kept = [k.id for k in v.key_objects()]
@@ -200,15 +179,15 @@ def test_the_passphrase_is_stretched_in_nfc(moved: Path, home: Path) -> None:
     """1.1 stretches NFC(passphrase): the owner's passphrase typed decomposed still opens."""
     typed = unicodedata.normalize("NFD", OWNER)
     assert typed != OWNER
-    with Vault.recover(urls(moved), passphrase=typed, home=home) as v:
+    with Vault.recover(STORED.urls(moved), passphrase=typed, home=home) as v:
         assert v.key_id == EXPECTED["keys"][0]
 
 
 def test_the_revoked_passphrase_is_refused(moved: Path, home: Path, tmp_path: Path) -> None:
     with pytest.raises(WrongPassphrase):
-        Vault.recover(urls(moved), passphrase=REVOKED, home=home)
+        Vault.recover(STORED.urls(moved), passphrase=REVOKED, home=home)
     assert not (home / "vault.json").exists()
-    Vault.recover(urls(moved), passphrase=OWNER, home=home).close()
+    Vault.recover(STORED.urls(moved), passphrase=OWNER, home=home).close()
     with pytest.raises(WrongPassphrase):
         Vault.open(REVOKED, home=home)
 
@@ -219,9 +198,9 @@ def test_a_revoked_key_object_that_reappears_is_refused(moved: Path, home: Path,
     name = plant_revoked_key(moved)
     fresh = tmp_path / "fresh-home"
     with pytest.raises(WrongPassphrase, match="revoked"):
-        Vault.recover(urls(moved), passphrase=REVOKED, home=fresh)
+        Vault.recover(STORED.urls(moved), passphrase=REVOKED, home=fresh)
     assert not (fresh / "vault.json").exists()
-    Vault.recover(urls(moved), passphrase=OWNER, home=home).close()
+    Vault.recover(STORED.urls(moved), passphrase=OWNER, home=home).close()
     with pytest.raises(WrongPassphrase):
         Vault.open(REVOKED, home=home)
     with Vault.open(OWNER, home=home) as v:
@@ -235,33 +214,25 @@ def test_two_providers_lost(moved: Path, home: Path, tmp_path: Path, gone: tuple
     for pid in gone:
         shutil.rmtree(moved / pid)
     left = [pid for pid in PROVIDERS if pid not in gone]
-    with Vault.recover(urls(moved, left), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved, left), passphrase=OWNER, home=home) as v:
         assert_snapshots(v, SNAPSHOTS)
         restore_all(v, SNAPSHOTS, tmp_path)
         assert v.info().generation == EXPECTED["generation"]
     assert {pid: u for pid, u in local_urls(home).items() if pid in left} == \
-        dict(zip(left, urls(moved, left), strict=True))
+        dict(zip(left, STORED.urls(moved, left), strict=True))
 
 
 # ------------------------------------------------------------------ the command line
 
-def cli(home: Path, *args: str, passphrase: str = OWNER) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FREEHOLD_HOME": str(home), "FREEHOLD_PASSPHRASE": passphrase,
-           "PYTHONPATH": str(SRC)}
-    proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"freehold {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 def test_recover_restore_and_check_with_the_cli(moved: Path, home: Path, tmp_path: Path) -> None:
-    cli(home, "recover", *[a for u in urls(moved) for a in ("--from", u)])
-    assert local_urls(home) == dict(zip(PROVIDERS, urls(moved), strict=True))
-    listed = json.loads(cli(home, "snapshots", "--json").stdout)
+    STORED.cli(home, "recover", *[a for u in STORED.urls(moved) for a in ("--from", u)])
+    assert local_urls(home) == dict(zip(PROVIDERS, STORED.urls(moved), strict=True))
+    listed = json.loads(STORED.cli(home, "snapshots", "--json").stdout)
     assert sorted(s["id"] for s in listed) == sorted(s["id"] for s in SNAPSHOTS)
     for i, s in enumerate(SNAPSHOTS):
-        cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
+        STORED.cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
         assert_restored(tmp_path / f"r{i}", s)
-    report = json.loads(cli(home, "check", "--read-data", "--json").stdout)
+    report = json.loads(STORED.cli(home, "check", "--read-data", "--json").stdout)
     assert report["healthy"] and report["read_data"] and not report["problems"], report
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,15 +27,15 @@ import pytest
 import freehold
 from freehold.vault import Vault
 
+from .stored_vaults import SRC, StoredVault, files_below
 from .stored_vaults import assert_restored_with_meta as assert_restored
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "vault-v1.2"
-SRC = Path(__file__).resolve().parents[1] / "src"
-EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
-OWNER = (FIXTURE / "passphrase.txt").read_text(encoding="utf-8").rstrip("\n")
-SNAPSHOTS: list[dict[str, Any]] = EXPECTED["snapshots"]
-PROVIDERS = [f"p{i}" for i in range(1, EXPECTED["n"] + 1)]
-WRITTEN_AT = Path(EXPECTED["providers_at"])   # where the writer had them; recorded in the config
+STORED = StoredVault("vault-v1.2")
+FIXTURE = STORED.dir
+EXPECTED = STORED.expected
+OWNER = STORED.owner
+SNAPSHOTS = STORED.snapshots
+PROVIDERS = STORED.providers
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="restoring owners and device nodes needs root")
 
@@ -47,35 +45,8 @@ needs_root = pytest.mark.skipif(not ROOT, reason="restoring owners and device no
 @pytest.fixture
 def moved(tmp_path: Path) -> Iterator[Path]:
     """The fixture's providers copied to a path of their own, not the one the config records."""
-    root = tmp_path / "disks-mounted-elsewhere"
-    shutil.copytree(FIXTURE / "providers", root)
-    existed = WRITTEN_AT.exists()
-    yield root
-    if not existed:  # nothing was ever written where the sealed config says the providers were
-        assert not WRITTEN_AT.exists(), f"{WRITTEN_AT} was created"
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty FREEHOLD_HOME: a fresh machine."""
-    h = tmp_path / "home"
-    monkeypatch.setenv("FREEHOLD_HOME", str(h))
-    return h
-
-
-def urls(root: Path, pids: list[str] | None = None) -> list[str]:
-    return [(root / pid).as_uri() for pid in (pids or PROVIDERS)]
-
-
-def stored_objects(root: Path) -> set[str]:
-    return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
-
-
-def restore_all(v: Vault, where: Path) -> None:
-    for i, s in enumerate(SNAPSHOTS):
-        stats = v.restore(s["id"], where / f"r{i}")
-        assert not stats.failed, stats.failed
-        assert_restored(where / f"r{i}", s)
+    with STORED.moved(tmp_path) as root:
+        yield root
 
 
 def recorded(node: Any) -> dict[str, Any]:
@@ -108,7 +79,7 @@ def test_the_fixture_is_intact() -> None:
 def test_the_1_2_fields_read_as_written(moved: Path, home: Path) -> None:
     """Snapshot.excluded/torn/skipped and every node's meta (uid, gid, names, atime, nlink, rdev,
     sparse, torn, xattrs) decode to what the 1.2 writer recorded. Needs no root."""
-    with Vault.recover(urls(moved)[::-1], passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved)[::-1], passphrase=OWNER, home=home) as v:
         snaps = dict(v.snapshots())
         assert sorted(snaps) == sorted(s["id"] for s in SNAPSHOTS)
         for s in SNAPSHOTS:
@@ -125,16 +96,16 @@ def test_the_1_2_fields_read_as_written(moved: Path, home: Path) -> None:
 @needs_root
 def test_recover_at_new_paths_and_restore_with_the_api(moved: Path, home: Path, tmp_path: Path) -> None:
     """All five providers at new paths, given in reverse order: each is found by its marker."""
-    with Vault.recover(urls(moved)[::-1], passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved)[::-1], passphrase=OWNER, home=home) as v:
         assert not v.last_outcome.down, v.last_outcome
-        restore_all(v, tmp_path)
+        STORED.restore_all(v, tmp_path)
     with Vault.open(OWNER, home=home) as v:  # the recovered configuration opens it again
         v.restore(SNAPSHOTS[1]["id"][:12], tmp_path / "again")
     assert_restored(tmp_path / "again", SNAPSHOTS[1])
 
 
 def test_check_read_data_is_healthy(moved: Path, home: Path) -> None:
-    with Vault.recover(urls(moved), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved), passphrase=OWNER, home=home) as v:
         report = v.check(read_data=True)
         info = v.info()
     assert report.healthy and not report.problems, report.problems
@@ -143,7 +114,7 @@ def test_check_read_data_is_healthy(moved: Path, home: Path) -> None:
     assert (info.k, info.n, info.generation) == (EXPECTED["k"], EXPECTED["n"], EXPECTED["generation"])
     assert [(p.id, p.url, p.jurisdiction, p.marker) for p in info.providers] == \
         [(e["id"], e["url"], e["jurisdiction"], e["marker"]) for e in EXPECTED["providers"]]
-    assert stored_objects(moved) == set(EXPECTED["objects"])  # check found nothing to heal
+    assert files_below(moved) == set(EXPECTED["objects"])  # check found nothing to heal
 
 
 @needs_root
@@ -152,25 +123,18 @@ def test_two_providers_lost(moved: Path, home: Path, tmp_path: Path, gone: tuple
     for pid in gone:
         shutil.rmtree(moved / pid)
     left = [pid for pid in PROVIDERS if pid not in gone]
-    with Vault.recover(urls(moved, left), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved, left), passphrase=OWNER, home=home) as v:
         assert sorted(sid for sid, _ in v.snapshots()) == sorted(s["id"] for s in SNAPSHOTS)
-        restore_all(v, tmp_path)
+        STORED.restore_all(v, tmp_path)
 
 
 # ------------------------------------------------------------------ the command line
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FREEHOLD_HOME": str(home), "FREEHOLD_PASSPHRASE": OWNER, "PYTHONPATH": str(SRC)}
-    proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"freehold {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 @needs_root
 def test_recover_restore_and_check_with_the_cli(moved: Path, home: Path, tmp_path: Path) -> None:
-    cli(home, "recover", *[a for u in urls(moved) for a in ("--from", u)])
+    STORED.cli(home, "recover", *[a for u in STORED.urls(moved) for a in ("--from", u)])
     for i, s in enumerate(SNAPSHOTS):
-        cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
+        STORED.cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
         assert_restored(tmp_path / f"r{i}", s)
-    report = json.loads(cli(home, "check", "--read-data", "--json").stdout)
+    report = json.loads(STORED.cli(home, "check", "--read-data", "--json").stdout)
     assert report["healthy"] and report["read_data"] and not report["problems"], report

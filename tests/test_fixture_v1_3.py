@@ -23,11 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -40,16 +37,15 @@ from freehold.store import maintenance
 from freehold.store.metadata import INDEX_PREFIX
 from freehold.vault import Vault
 
-from .stored_vaults import assert_restored_with_meta, object_hashes
+from .stored_vaults import SRC, StoredVault, assert_restored_with_meta, files_below, object_hashes
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "vault-v1.3"
-SRC = Path(__file__).resolve().parents[1] / "src"
-EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
-OWNER = (FIXTURE / "passphrase.txt").read_text(encoding="utf-8").rstrip("\n")
-SNAPSHOTS: list[dict[str, Any]] = EXPECTED["snapshots"]
+STORED = StoredVault("vault-v1.3")
+FIXTURE = STORED.dir
+EXPECTED = STORED.expected
+OWNER = STORED.owner
+SNAPSHOTS = STORED.snapshots
 FORGOTTEN: str = EXPECTED["forgotten"]["id"]
-PROVIDERS = [f"p{i}" for i in range(1, EXPECTED["n"] + 1)]
-WRITTEN_AT = Path(EXPECTED["providers_at"])   # where the writer had them; recorded in the config
+PROVIDERS = STORED.providers
 MISSED = FIXTURE / "missed" / EXPECTED["missed"]["provider"]
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="restoring owners needs root")
@@ -60,35 +56,8 @@ needs_root = pytest.mark.skipif(not ROOT, reason="restoring owners needs root")
 @pytest.fixture
 def moved(tmp_path: Path) -> Iterator[Path]:
     """The fixture's providers copied to a path of their own, not the one the config records."""
-    root = tmp_path / "disks-mounted-elsewhere"
-    shutil.copytree(FIXTURE / "providers", root)
-    existed = WRITTEN_AT.exists()
-    yield root
-    if not existed:  # nothing was ever written where the sealed config says the providers were
-        assert not WRITTEN_AT.exists(), f"{WRITTEN_AT} was created"
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty FREEHOLD_HOME: a fresh machine."""
-    h = tmp_path / "home"
-    monkeypatch.setenv("FREEHOLD_HOME", str(h))
-    return h
-
-
-def urls(root: Path, pids: list[str] | None = None) -> list[str]:
-    return [(root / pid).as_uri() for pid in (pids or PROVIDERS)]
-
-
-def stored_objects(root: Path) -> set[str]:
-    return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
-
-
-def restore_all(v: Vault, where: Path) -> None:
-    for i, s in enumerate(SNAPSHOTS):
-        stats = v.restore(s["id"], where / f"r{i}")
-        assert not stats.failed, stats.failed
-        assert_restored_with_meta(where / f"r{i}", s)
+    with STORED.moved(tmp_path) as root:
+        yield root
 
 
 def put_back_what_p2_missed(moved: Path) -> list[str]:
@@ -134,7 +103,7 @@ def test_the_fixture_holds_every_1_3_object() -> None:
     snapshot absent, the retired packs' shares deleted: on every provider."""
     reasons = sorted(d["reason"] for d in EXPECTED["deletions"])
     assert reasons == ["forget", "prune"]
-    names = stored_objects(FIXTURE / "providers")
+    names = files_below(FIXTURE / "providers")
     retired = set(EXPECTED["retired_packs"])
     for pid in PROVIDERS:
         assert {f"{pid}/deletions/{d['name']}" for d in EXPECTED["deletions"]} <= names
@@ -149,7 +118,7 @@ def test_the_fixture_holds_every_1_3_object() -> None:
 def test_the_1_3_records_read_as_written(moved: Path, home: Path) -> None:
     """Today's code decodes the deletion records, the maintenance record, index objects with
     ``time``, the provider prices and the retention policy as the 1.3 writer wrote them. No root."""
-    with Vault.recover(urls(moved)[::-1], passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved)[::-1], passphrase=OWNER, home=home) as v:
         assert [sid for sid, _ in v.snapshots()] == [s["id"] for s in SNAPSHOTS]   # the forgotten one stays gone
         with pytest.raises(FreeholdError):
             v.snapshot(FORGOTTEN)
@@ -192,9 +161,9 @@ def test_the_1_3_records_read_as_written(moved: Path, home: Path) -> None:
 def test_recover_at_new_paths_and_restore_every_snapshot(moved: Path, home: Path, tmp_path: Path) -> None:
     """All five providers at new paths, given in reverse order; every remaining snapshot
     restored byte- and metadata-exact, the forgotten one refused."""
-    with Vault.recover(urls(moved)[::-1], passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved)[::-1], passphrase=OWNER, home=home) as v:
         assert not v.last_outcome.down, v.last_outcome
-        restore_all(v, tmp_path)
+        STORED.restore_all(v, tmp_path)
         with pytest.raises(FreeholdError):
             v.restore(FORGOTTEN, tmp_path / "forgotten")
     assert not (tmp_path / "forgotten").exists() or not any((tmp_path / "forgotten").iterdir())
@@ -204,13 +173,13 @@ def test_recover_at_new_paths_and_restore_every_snapshot(moved: Path, home: Path
 
 
 def test_check_read_data_is_healthy(moved: Path, home: Path) -> None:
-    with Vault.recover(urls(moved), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved), passphrase=OWNER, home=home) as v:
         report = v.check(read_data=True)
     assert report.healthy and not report.problems, report.problems
     assert report.snapshots == len(SNAPSHOTS) and report.packs == EXPECTED["packs"]
     assert report.read_packs == EXPECTED["packs"]
     assert report.orphans.packs == 0 and report.orphans.retired_packs == 0, report.orphans
-    assert stored_objects(moved) == set(EXPECTED["objects"])  # check found nothing to heal
+    assert files_below(moved) == set(EXPECTED["objects"])  # check found nothing to heal
 
 
 @needs_root
@@ -219,9 +188,9 @@ def test_two_providers_lost(moved: Path, home: Path, tmp_path: Path, gone: tuple
     for pid in gone:
         shutil.rmtree(moved / pid)
     left = [pid for pid in PROVIDERS if pid not in gone]
-    with Vault.recover(urls(moved, left), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved, left), passphrase=OWNER, home=home) as v:
         assert [sid for sid, _ in v.snapshots()] == [s["id"] for s in SNAPSHOTS]
-        restore_all(v, tmp_path)
+        STORED.restore_all(v, tmp_path)
 
 
 # ------------------------------------------------------------------ the deletion records hold
@@ -232,7 +201,7 @@ def test_a_provider_that_missed_the_deletions_brings_nothing_back(moved: Path, h
     healing them onto others, prune deletes the retired shares, and the vault ends as stored."""
     back = put_back_what_p2_missed(moved)
     assert f"snapshots/{FORGOTTEN}" in back and any(n.startswith("index/") for n in back)
-    with Vault.recover(urls(moved), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved), passphrase=OWNER, home=home) as v:
         assert [sid for sid, _ in v.snapshots()] == [s["id"] for s in SNAPSHOTS]
         assert sorted(rec.id.hex() for rec in v.packs()) == EXPECTED["pack_ids"]   # retired ones not loaded
         assert set(index_objects(v)) == {o["name"] for o in EXPECTED["index_objects"]}
@@ -245,7 +214,7 @@ def test_a_provider_that_missed_the_deletions_brings_nothing_back(moved: Path, h
         assert pruned.deleted_packs >= report.orphans.retired_packs and pruned.deferred_packs == 0, pruned
         assert [sid for sid, _ in v.snapshots()] == [s["id"] for s in SNAPSHOTS]
         assert v.check(read_data=True).healthy
-    left = stored_objects(moved)
+    left = files_below(moved)
     assert not {f"p2/{n}" for n in back} & left, sorted({f"p2/{n}" for n in back} & left)
     kept = ("snapshots", "ids", "keys")
     assert {n for n in left if n.split("/")[1] in kept} == {n for n in EXPECTED["objects"] if n.split("/")[1] in kept}
@@ -264,7 +233,7 @@ def test_a_new_backup_maintain_by_the_stored_policy_and_prune(moved: Path, home:
     (src / "sub").mkdir(parents=True)
     (src / "a.txt").write_bytes(b"written by today's code into a 1.3 vault\n")
     new: list[str] = []
-    with Vault.recover(urls(moved), passphrase=OWNER, home=home) as v:
+    with Vault.recover(STORED.urls(moved), passphrase=OWNER, home=home) as v:
         for i in range(5):
             if i == 1:
                 (src / "sub" / "second-only.bin").write_bytes(os.urandom(200_000))
@@ -300,20 +269,13 @@ def test_a_new_backup_maintain_by_the_stored_policy_and_prune(moved: Path, home:
 
 # ------------------------------------------------------------------ the command line
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FREEHOLD_HOME": str(home), "FREEHOLD_PASSPHRASE": OWNER, "PYTHONPATH": str(SRC)}
-    proc = subprocess.run([sys.executable, "-m", "freehold.cli", *args], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"freehold {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 @needs_root
 def test_recover_list_restore_and_check_with_the_cli(moved: Path, home: Path, tmp_path: Path) -> None:
-    cli(home, "recover", *[a for u in urls(moved) for a in ("--from", u)])
-    listed = json.loads(cli(home, "snapshots", "--json").stdout)
+    STORED.cli(home, "recover", *[a for u in STORED.urls(moved) for a in ("--from", u)])
+    listed = json.loads(STORED.cli(home, "snapshots", "--json").stdout)
     assert [s["id"] for s in listed] == [s["id"] for s in SNAPSHOTS]
     for i, s in enumerate(SNAPSHOTS):
-        cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
+        STORED.cli(home, "restore", s["id"], "--target", str(tmp_path / f"r{i}"))
         assert_restored_with_meta(tmp_path / f"r{i}", s)
-    report = json.loads(cli(home, "check", "--read-data", "--json").stdout)
+    report = json.loads(STORED.cli(home, "check", "--read-data", "--json").stdout)
     assert report["healthy"] and report["read_data"] and not report["problems"], report
